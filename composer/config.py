@@ -1,0 +1,215 @@
+"""Load and validate ``config.toml`` into a frozen :class:`Config`.
+
+Every problem is collected with its section and key, then reported at once, so
+an editor fixes the file in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from composer.errors import ConfigError
+
+DEFAULT_PATH = Path("config.toml")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    name: str
+    sender: Address
+    reply_to: Address | None
+    base_url: str
+    address: str
+    test_recipients: tuple[str, ...]
+    templates: Path
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    concurrency: int
+    rate_per_second: float
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class SubscriberSettings:
+    database: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    newsletter: NewsletterSettings
+    smtp: SmtpSettings
+    send: SendSettings
+    subscribers: SubscriberSettings
+
+
+_REQUIRED = object()
+
+# section -> key -> (expected type, default); _REQUIRED marks a key with no default.
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "newsletter": {
+        "name": (str, _REQUIRED),
+        "from": (str, _REQUIRED),
+        "reply_to": (str, ""),
+        "base_url": (str, _REQUIRED),
+        "address": (str, ""),
+        "test_recipients": (list, []),
+        "templates": (str, ""),
+    },
+    "smtp": {
+        "host": (str, "127.0.0.1"),
+        "port": (int, 1025),
+        "security": (str, "none"),
+        "username": (str, ""),
+        "password_env": (str, "NEWSLETTER_SMTP_PASSWORD"),
+        "timeout": ((int, float), 30),
+    },
+    "send": {
+        "concurrency": (int, 8),
+        "rate_per_second": ((int, float), 0),
+        "max_attempts": (int, 5),
+    },
+    "subscribers": {
+        "database": (str, "subscribers.db"),
+    },
+}
+
+SECURITY_MODES = ("none", "starttls", "tls")
+
+
+def load_config(path: Path = DEFAULT_PATH) -> Config:
+    """Read ``path`` and return the validated configuration, or raise :class:`ConfigError`."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such config file; run from the newsletter's folder or pass --config PATH"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return _validate(path, raw)
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> Config:
+    problems: list[str] = []
+    values: dict[str, dict[str, Any]] = {}
+    for section in raw:
+        if section not in _SCHEMA:
+            problems.append(f"unknown section [{section}]")
+    for section, keys in _SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            problems.append(f"[{section}] must be a table")
+            given = {}
+        values[section] = {}
+        for key in given:
+            if key not in keys:
+                problems.append(f"[{section}] unknown key {key!r}")
+        for key, (kind, default) in keys.items():
+            if key not in given:
+                if default is _REQUIRED:
+                    problems.append(f"[{section}] {key} is required")
+                values[section][key] = None if default is _REQUIRED else default
+                continue
+            value = given[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
+            values[section][key] = value
+
+    root = path.resolve().parent
+    newsletter = values["newsletter"]
+    smtp = values["smtp"]
+    send = values["send"]
+
+    def check(ok: bool, problem: str) -> None:
+        if not ok:
+            problems.append(problem)
+
+    sender = _address(newsletter["from"], "[newsletter] from", problems.append)
+    reply_to = (
+        _address(newsletter["reply_to"], "[newsletter] reply_to", problems.append)
+        if newsletter["reply_to"]
+        else None
+    )
+    base_url = newsletter["base_url"] or ""
+    check(
+        base_url.startswith(("https://", "http://")),
+        "[newsletter] base_url must start with https:// (or http:// for a local server)",
+    )
+    recipients = newsletter["test_recipients"] or []
+    check(
+        all(isinstance(r, str) and "@" in r for r in recipients),
+        "[newsletter] test_recipients must be a list of email addresses",
+    )
+    check(
+        smtp["security"] in SECURITY_MODES,
+        f"[smtp] security must be one of {', '.join(SECURITY_MODES)}",
+    )
+    check(isinstance(smtp["port"], int) and 0 < smtp["port"] < 65536, "[smtp] port out of range")
+    check(send["concurrency"] >= 1, "[send] concurrency must be at least 1")
+    check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
+    check(send["rate_per_second"] >= 0, "[send] rate_per_second must be 0 (no limit) or more")
+
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+
+    templates = Path(newsletter["templates"]) if newsletter["templates"] else None
+    assert sender is not None
+    return Config(
+        path=path,
+        newsletter=NewsletterSettings(
+            name=newsletter["name"],
+            sender=sender,
+            reply_to=reply_to,
+            base_url=base_url.rstrip("/"),
+            address=newsletter["address"],
+            test_recipients=tuple(recipients),
+            templates=root / templates if templates else PROJECT_ROOT / "templates",
+        ),
+        smtp=SmtpSettings(
+            host=smtp["host"],
+            port=smtp["port"],
+            security=smtp["security"],
+            username=smtp["username"],
+            password_env=smtp["password_env"],
+            timeout=float(smtp["timeout"]),
+        ),
+        send=SendSettings(
+            concurrency=send["concurrency"],
+            rate_per_second=float(send["rate_per_second"]),
+            max_attempts=send["max_attempts"],
+        ),
+        subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
+    )
+
+
+def _address(value: str | None, where: str, report: Callable[[str], None]) -> Address | None:
+    if not value:
+        return None
+    display, addr = parseaddr(value)
+    if "@" not in addr or any(c in value for c in "\r\n"):
+        report(f"{where} is not an email address: {value!r}")
+        return None
+    username, domain = addr.rsplit("@", 1)
+    return Address(display_name=display, username=username, domain=domain)

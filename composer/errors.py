@@ -1,0 +1,55 @@
+"""Every error the user can meet, in one tree.
+
+    NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
+    ├── ConfigError                          config.toml is missing or wrong
+    ├── IssueError                           an issue file cannot be loaded (names file, line, column)
+    └── TemplateError                        a template under templates/ is broken
+
+Library exceptions (tomllib, jinja2, mjml) are translated into these once, at the
+stage that calls the library, chained with ``from exc``. Because the root is a
+``click.ClickException``, the CLI prints the one-line message and exits with the
+code without any command needing its own try/except.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+class NewsletterError(click.ClickException):
+    """Base of every user-facing error; the CLI prints ``message`` and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class ConfigError(NewsletterError):
+    """config.toml is missing, is not valid TOML, or holds a wrong or unknown setting."""
+
+
+class TemplateError(NewsletterError):
+    """A Jinja2 template or the MJML it produced cannot be rendered."""
+
+
+class IssueError(NewsletterError):
+    """An issue file cannot be loaded; the message names the file, line and the fix."""
+
+    def __init__(
+        self, path: Path, message: str, line: int | None = None, column: int | None = None
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.column = column
+        self.reason = message
+        super().__init__(f"{location(path, line, column)}: {message}")
+
+
+def location(path: Path, line: int | None = None, column: int | None = None) -> str:
+    """``file:line:column`` as compilers and editors print it, omitting what is unknown."""
+    where = str(path)
+    if line is not None:
+        where += f":{line}"
+        if column is not None:
+            where += f":{column}"
+    return where
