@@ -85,7 +85,7 @@ def check(issue_path: Path, config_path: Path) -> None:
 
     report = check_issue(issue_path, load_config(config_path))
     for finding in report.findings:
-        click.echo(str(finding), err=finding.severity == "error")
+        click.echo(str(finding))
     click.echo(report.summary())
     if report.errors:
         raise SystemExit(1)

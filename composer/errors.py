@@ -2,7 +2,7 @@
 
     NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
     ├── ConfigError                          config.toml is missing or wrong
-    ├── IssueError                           an issue file cannot be loaded (names file, line, column)
+    ├── IssueError                           an issue file cannot be loaded (file, line, column)
     └── TemplateError                        a template under templates/ is broken
 
 Library exceptions (tomllib, jinja2, mjml) are translated into these once, at the

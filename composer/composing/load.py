@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from markdown_it.token import Token
-
 from composer.composing.markdown import parse
 from composer.errors import IssueError
 from composer.model import Block, Issue, Markdown, StoryItem
@@ -321,7 +319,7 @@ class _MarkdownBody:
         return Block(kind, heading, intro, items, self.line(cut.start))
 
     def _lead_paragraphs(self, start: int, end: int) -> list[tuple[int, int, re.Match[str]]]:
-        """Top-level paragraphs between body lines ``start`` and ``end`` that open with a bold lead."""
+        """Top-level paragraphs within body lines ``start``–``end`` opening with a bold lead."""
         found = []
         for token in self.tokens:
             if token.type != "paragraph_open" or token.level != 0 or token.map is None:
@@ -386,7 +384,7 @@ def _load_toml(path: Path, text: str) -> Issue:
         raise IssueError(
             path,
             "a story item stands outside any block; add a [[blocks]] table with a heading above it",
-            (_table_lines(lines, "blocks.items") or [None])[0],
+            next(iter(_table_lines(lines, "blocks.items")), None),
         )
     if not isinstance(raw_blocks, list):
         raise IssueError(path, "blocks must be written as [[blocks]] tables", where.find("blocks"))

@@ -39,12 +39,12 @@ MARKDOWN.add_render_rule("image", _image_with_caption)
 
 def to_html(text: str) -> str:
     """Render a run of Markdown to an HTML fragment."""
-    return MARKDOWN.render(text)
+    return str(MARKDOWN.render(text))
 
 
 def inline_to_html(text: str) -> str:
     """Render one line of inline Markdown (a heading, a lead) without a wrapping ``<p>``."""
-    return MARKDOWN.renderInline(text)
+    return str(MARKDOWN.renderInline(text))
 
 
 def parse(text: str) -> list[Token]:
@@ -62,6 +62,6 @@ def split_first_paragraph(text: str) -> tuple[str, str]:
     tokens = parse(text)
     if len(tokens) < 3 or tokens[0].type != "paragraph_open":
         return "", MARKDOWN.renderer.render(tokens, MARKDOWN.options, {})
-    first = MARKDOWN.renderer.renderInline(tokens[1].children or [], MARKDOWN.options, {})
+    first = MARKDOWN.renderer.render(tokens[1].children or [], MARKDOWN.options, {})
     rest = MARKDOWN.renderer.render(tokens[3:], MARKDOWN.options, {})
     return first, rest

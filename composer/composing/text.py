@@ -50,11 +50,11 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
 
 def markdown_to_text(text: str) -> str:
     """Markdown as readable plain text, wrapped at :data:`WIDTH` columns."""
-    return "\n\n".join(_blocks(parse(text), 0)).rstrip()
+    return "\n\n".join(_blocks(parse(text), WIDTH)).rstrip()
 
 
-def _blocks(tokens: Sequence[Token], indent: int) -> list[str]:
-    """The paragraphs of a token run, each rendered as a string of wrapped lines."""
+def _blocks(tokens: Sequence[Token], width: int) -> list[str]:
+    """The paragraphs of a token run, each a string of lines wrapped at ``width``."""
     out: list[str] = []
     index = 0
     while index < len(tokens):
@@ -62,14 +62,14 @@ def _blocks(tokens: Sequence[Token], indent: int) -> list[str]:
         end = _closing(tokens, index)
         inner = tokens[index + 1 : end]
         if token.type == "paragraph_open":
-            out.append(_wrap(_inline_text(inner)))
+            out.append(_wrap(_inline_text(inner), width))
         elif token.type == "heading_open":
             heading = _inline_text(inner)
-            out.append(f"{heading}\n{'~' * min(len(heading), WIDTH)}")
+            out.append(f"{heading}\n{'~' * min(len(heading), width)}")
         elif token.type in ("bullet_list_open", "ordered_list_open"):
-            out.append(_list(token, inner))
+            out.append(_list(token, inner, width))
         elif token.type == "blockquote_open":
-            quoted = "\n\n".join(_blocks(inner, 0))
+            quoted = "\n\n".join(_blocks(inner, width - 2))
             out.append("\n".join(f"> {line}".rstrip() for line in quoted.split("\n")))
         elif token.type in ("fence", "code_block"):
             out.append(textwrap.indent(token.content.rstrip("\n"), "    "))
@@ -93,7 +93,7 @@ def _closing(tokens: Sequence[Token], index: int) -> int:
     return len(tokens) - 1
 
 
-def _list(opening: Token, inner: Sequence[Token]) -> str:
+def _list(opening: Token, inner: Sequence[Token], width: int) -> str:
     ordered = opening.type == "ordered_list_open"
     start = int(opening.attrGet("start") or 1)
     items: list[str] = []
@@ -102,10 +102,12 @@ def _list(opening: Token, inner: Sequence[Token]) -> str:
         end = _closing(inner, index)
         if inner[index].type == "list_item_open":
             marker = f"{start + len(items)}. " if ordered else "- "
-            body = "\n\n".join(_blocks(inner[index + 1 : end], 0))
+            body = "\n\n".join(_blocks(inner[index + 1 : end], width - len(marker)))
             lines = body.split("\n")
             pad = " " * len(marker)
-            items.append("\n".join([marker + lines[0], *(pad + line if line else "" for line in lines[1:])]))
+            items.append(
+                "\n".join([marker + lines[0], *(pad + line if line else "" for line in lines[1:])])
+            )
         index = end + 1
     return "\n".join(items)
 
@@ -149,8 +151,8 @@ def _inline_text(tokens: Sequence[Token]) -> str:
     return "".join(out)
 
 
-def _wrap(text: str) -> str:
+def _wrap(text: str, width: int = WIDTH) -> str:
     return "\n".join(
-        textwrap.fill(line, WIDTH, break_long_words=False, break_on_hyphens=False)
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
         for line in text.split("\n")
     )
