@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from composer import __version__
+from composer.model import TIERS, Tier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +66,7 @@ def build(issue_path: Path, out_dir: Path, tier: str, config_path: Path) -> None
     from composer.composing.build import build_issue
     from composer.config import load_config
 
-    result = build_issue(issue_path, load_config(config_path), tier, out_dir)  # type: ignore[arg-type]
+    result = build_issue(issue_path, load_config(config_path), as_tier(tier), out_dir)
     composed = result.composed
     click.echo(
         f"Built {composed.issue.slug} ({tier}): {composed.html_size / 1024:.1f} KB HTML, "
@@ -110,6 +111,13 @@ def new(slug: str | None, as_toml: bool, issues_dir: Path, config_path: Path) ->
     path = new_issue(issues_dir, slug, as_toml=as_toml)
     click.echo(f"Created {path}")
     click.echo(f"Next: edit it, then `newsletter build {path}`")
+
+
+def as_tier(value: str) -> Tier:
+    """The tier click has already checked against ``--tier``'s choices."""
+    if value not in TIERS:
+        raise click.BadParameter(f"unknown tier {value!r}", param_hint="--tier")
+    return value
 
 
 def main() -> None:

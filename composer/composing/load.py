@@ -221,7 +221,7 @@ class _MarkdownBody:
         return body_line + self.offset
 
     def issue(self, meta: dict[str, Any]) -> Issue:
-        cuts = [cut for cut in self._cuts()]
+        cuts = self._cuts()
         lede_end = cuts[0].start if cuts else len(self.lines)
         self._reject_leads(0, lede_end, "before any block")
         lede = self._markdown(0, lede_end)
