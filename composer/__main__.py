@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from composer import __version__
+from composer.model import TIERS, Tier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +66,7 @@ def build(issue_path: Path, out_dir: Path, tier: str, config_path: Path) -> None
     from composer.composing.build import build_issue
     from composer.config import load_config
 
-    result = build_issue(issue_path, load_config(config_path), tier, out_dir)  # type: ignore[arg-type]
+    result = build_issue(issue_path, load_config(config_path), as_tier(tier), out_dir)
     composed = result.composed
     click.echo(
         f"Built {composed.issue.slug} ({tier}): {composed.html_size / 1024:.1f} KB HTML, "
@@ -85,7 +86,7 @@ def check(issue_path: Path, config_path: Path) -> None:
 
     report = check_issue(issue_path, load_config(config_path))
     for finding in report.findings:
-        click.echo(str(finding), err=finding.severity == "error")
+        click.echo(str(finding))
     click.echo(report.summary())
     if report.errors:
         raise SystemExit(1)
@@ -178,7 +179,7 @@ def add_subscriber_command(
             store,
             email,
             name=name,
-            tier=tier,  # type: ignore[arg-type]
+            tier=as_tier(tier) if tier else None,
             resubscribe=resubscribe,
         )
     done = {
@@ -273,6 +274,13 @@ def serve(host: str, port: int, config_path: Path) -> None:
         " (put it behind your HTTPS proxy; Ctrl+C to stop)"
     )
     uvicorn.run(app, host=host, port=port)
+
+
+def as_tier(value: str) -> Tier:
+    """The tier click has already checked against ``--tier``'s choices."""
+    if value not in TIERS:
+        raise click.BadParameter(f"unknown tier {value!r}", param_hint="--tier")
+    return value
 
 
 def main() -> None:

@@ -1,40 +1,89 @@
-"""Shared fixtures: a newsletter folder in tmp_path with its config and a real SQLite store."""
+"""Shared fixtures: a config in a temporary folder, issue files written on the fly, the CLI,
+and a real SQLite subscriber store next to the config."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from composer.__main__ import cli
 from composer.config import Config, load_config
 from composer.store import SubscriberStore, open_store
 
-CONFIG = """\
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
+EXAMPLE_TOML = ROOT / "issues" / "2024-05-03-example.toml"
+
+CONFIG_TEXT = f"""
 [newsletter]
-name = "Test <News> & Co"
-from = "Test News <news@example.com>"
+name = "China Boss News"
+from = "China Boss News <news@example.com>"
+reply_to = "editor@example.com"
 base_url = "https://news.example.com"
 unsubscribe_mailto = "unsubscribe@example.com"
-address = "1 Example Street"
+address = "1 Example Street, Springfield"
+test_recipients = ["editor@example.com"]
+templates = "{(ROOT / "templates").as_posix()}"
+
+[subscribers]
+database = "subscribers.db"
 """
 
 
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
-    # The secret comes from the key file next to config.toml unless a test sets it.
+def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The unsubscribe secret comes from the key file next to config.toml unless a test
+    # sets NEWSLETTER_SECRET itself.
     monkeypatch.delenv("NEWSLETTER_SECRET", raising=False)
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return load_config(path)
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    return load_config(config_path)
+
+
+@pytest.fixture
+def write_issue(tmp_path: Path) -> Callable[..., Path]:
+    """Write an issue file from dedented text (or bytes) and return its path."""
+
+    def write(content: str | bytes, name: str = "issue.md") -> Path:
+        path = tmp_path / "issues" / name
+        path.parent.mkdir(exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_cli(config_path: Path) -> Callable[..., Result]:
+    """Run ``newsletter ARGS… --config <the test config>`` in-process."""
+
+    def run(*args: str | Path) -> Result:
+        words = [str(arg) for arg in args]
+        return CliRunner().invoke(cli, [*words, "--config", str(config_path)])
+
+    return run
 
 
 @pytest.fixture
 def store(config: Config) -> Iterator[SubscriberStore]:
+    """The subscriber store the test config names, created empty in tmp_path."""
     with open_store(config.subscribers) as opened:
         yield opened
 
 
 def write_csv(path: Path, text: str) -> Path:
+    """Write a subscriber CSV and return its path."""
     path.write_text(text, encoding="utf-8")
     return path

@@ -7,23 +7,17 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from composer.__main__ import cli
-from composer.config import Config
 from tests.conftest import write_csv
 
 Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def run(config: Config) -> Invoke:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli, [*args, "--config", str(config.path)])
-
-    return invoke
+def run(run_cli: Invoke) -> Invoke:
+    return run_cli
 
 
 def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:

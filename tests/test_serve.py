@@ -5,17 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
-from composer.config import Config
+from composer.config import Config, load_config
 from composer.store import NewSubscriber, SubscriberStore
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.serve import create_app
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    # A name with markup, to prove the pages escape it.
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace("China Boss News", "Test <News> & Co", 1))
+    return load_config(config_path)
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""Render an issue to MJML with the Jinja2 templates under ``templates/``.
+
+Autoescaping is on: every string from the issue file is escaped, and the Markdown
+fragments arrive as HTML rendered by :mod:`composer.composing.markdown`, which shows
+any raw HTML as text. So nothing an editor writes can break the layout.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from composer.composing.markdown import inline_to_html, split_first_paragraph, to_html
+from composer.config import Config
+from composer.errors import TemplateError
+from composer.model import Block, Issue, Tier
+
+EMAIL_TEMPLATE = "email.mjml.j2"
+
+# Stands for each recipient's own unsubscribe link in the composed email; the
+# sender swaps it per recipient in the serialised message, and `build` and the
+# preview fill in the newsletter's generic unsubscribe page.
+UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
+
+
+@dataclass(frozen=True)
+class ItemView:
+    lead: str
+    body_first_html: Markup
+    body_rest_html: Markup
+
+
+@dataclass(frozen=True)
+class BlockView:
+    kind: str
+    heading_html: Markup
+    body_html: Markup
+    items: tuple[ItemView, ...]
+
+
+@functools.lru_cache(maxsize=8)
+def template_environment(templates: Path) -> jinja2.Environment:
+    """One Jinja2 environment per templates folder; it reloads templates edited on disk."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        keep_trailing_newline=True,
+    )
+
+
+def web_url(issue: Issue, config: Config) -> str:
+    """The issue's web version: the "view in browser" and "Keep reading" target."""
+    return f"{config.newsletter.base_url}/issues/{issue.slug}"
+
+
+def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
+    """The MJML source of ``issue`` as readers of ``tier`` get it."""
+    environment = template_environment(config.newsletter.templates)
+    context = {
+        "issue": issue,
+        "newsletter": config.newsletter,
+        "preheader": issue.preheader,
+        "date_text": f"{issue.date:%A}, {issue.date.day} {issue.date:%B %Y}",
+        "year": issue.date.year,
+        "lede_html": Markup(to_html(issue.lede.text)) if issue.lede.text else "",
+        "blocks": [_block_view(block) for block in issue.blocks_for(tier)],
+        "tier": tier,
+        "cut": issue.is_cut_for(tier),
+        "web_url": web_url(issue, config),
+        "unsubscribe_url": UNSUBSCRIBE_URL,
+    }
+    try:
+        return environment.get_template(EMAIL_TEMPLATE).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            f"template {exc.name} not found under {config.newsletter.templates}"
+        ) from exc
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"a template uses an unknown value: {exc.message}") from exc
+
+
+def _block_view(block: Block) -> BlockView:
+    items = []
+    for item in block.items:
+        first, rest = split_first_paragraph(item.body.text)
+        items.append(ItemView(item.lead, Markup(first), Markup(rest)))
+    return BlockView(
+        kind=block.kind,
+        heading_html=Markup(inline_to_html(block.heading)),
+        body_html=Markup(to_html(block.body.text)) if block.body.text else Markup(""),
+        items=tuple(items),
+    )

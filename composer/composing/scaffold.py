@@ -1,0 +1,107 @@
+"""``newsletter new``: start the next issue from a skeleton dated today."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from composer.errors import NewsletterError
+
+MARKDOWN_SKELETON = """\
++++
+title = "TK: the issue's title"
+date = {date}
+subtitle = ""
+author = ""
+preheader = ""
++++
+
+A short lede: why this issue is worth reading today.
+
+## What happened
+
+TK
+
+## Why it matters
+
+### A sub-heading
+
+TK
+
+## This Week's News {{.news}}
+
+- [TK headline](https://example.com/) — one line on why it matters.
+
+<!-- paywall -->
+
+## The Big Story in TK
+
+**TK LEAD IN CAPITALS:** The story.
+"""
+
+TOML_SKELETON = '''\
+title = "TK: the issue's title"
+date = {date}
+subtitle = ""
+author = ""
+preheader = ""
+
+lede = """
+A short lede: why this issue is worth reading today.
+"""
+
+[[blocks]]
+heading = "What happened"
+body = """
+TK
+"""
+
+[[blocks]]
+heading = "Why it matters"
+body = """
+### A sub-heading
+
+TK
+"""
+
+[[blocks]]
+heading = "This Week's News"
+kind = "news"
+body = """
+- [TK headline](https://example.com/) — one line on why it matters.
+"""
+
+[[blocks]]
+kind = "paywall"
+
+[[blocks]]
+heading = "The Big Story in TK"
+
+[[blocks.items]]
+lead = "TK LEAD IN CAPITALS"
+body = "The story."
+'''
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def new_issue(
+    issues_dir: Path, slug: str | None, *, as_toml: bool = False, today: dt.date | None = None
+) -> Path:
+    """Write a skeleton issue dated ``today`` and return its path; never overwrite a file."""
+    date = today or dt.date.today()
+    name = f"{date.isoformat()}-{slug}" if slug else date.isoformat()
+    if slug is not None and not _SLUG.match(slug):
+        raise NewsletterError(
+            f"slug {slug!r} must be lower-case letters, digits and dashes, e.g. weekly-briefing"
+        )
+    path = issues_dir / f"{name}{'.toml' if as_toml else '.md'}"
+    skeleton = TOML_SKELETON if as_toml else MARKDOWN_SKELETON
+    issues_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as file:
+            file.write(skeleton.format(date=date.isoformat()))
+    except FileExistsError as exc:
+        raise NewsletterError(f"{path} already exists; pick another slug") from exc
+    return path

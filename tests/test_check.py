@@ -1,0 +1,104 @@
+"""``newsletter check``: each lint finds its problem, names block and line, sets the exit code."""
+
+from __future__ import annotations
+
+import re
+
+from composer.composing.check import check_issue
+from tests.conftest import EXAMPLE_MD
+
+CLEAN_FRONT = '+++\ntitle = "A clean issue"\ndate = 2024-05-03\npreheader = "p"\n+++\n\n'
+
+
+def _messages(report):
+    return [(f.severity, f.line, f.message) for f in report.findings]
+
+
+def test_example_issue_has_no_findings(config):
+    assert check_issue(EXAMPLE_MD, config).findings == ()
+
+
+def test_model_problems_are_errors_with_block_and_line(write_issue, config):
+    path = write_issue(
+        CLEAN_FRONT + "## What happened\n\nAn image ![](https://example.com/a.png) here.\n\n"
+        "A [relative link](/about) and a [script](javascript:alert(1)).\n\n"
+        "Still TK.\n\n![Chart](pics/b.png)\n"
+    )
+    report = check_issue(path, config)
+    found = _messages(report)
+    assert (
+        "error",
+        9,
+        "image https://example.com/a.png has no alt text; write "
+        "![what it shows](https://example.com/a.png)",
+    ) in found
+    assert any(s == "error" and line == 11 and "'/about'" in m for s, line, m in found)
+    assert any(s == "error" and line == 11 and "javascript:" in m for s, line, m in found)
+    assert any(s == "error" and line == 13 and "TK" in m for s, line, m in found)
+    assert any(s == "error" and line == 15 and "pics/b.png" in m for s, line, m in found)
+    assert all(f.block == "'What happened'" for f in report.errors)
+
+
+def test_warnings_for_subject_preheader_generic_links_and_year(write_issue, config):
+    path = write_issue(
+        '+++\ntitle = "' + "Long " * 20 + '"\ndate = 2024-05-03\n+++\n\n'
+        "## Notes\n\nRead [click here](https://example.com/x) — © 2023 Someone.\n"
+    )
+    report = check_issue(path, config)
+    messages = " | ".join(f.message for f in report.warnings)
+    assert not report.errors
+    assert "no preheader" in messages
+    assert re.search(r"subject \(the title\) is \d+ characters", messages)
+    assert "'click here' says nothing" in messages
+    assert "© year 2023 is not the issue's year 2024" in messages
+
+
+def test_overlong_issue_gets_a_reading_length_warning(write_issue, config):
+    path = write_issue(CLEAN_FRONT + "## Long\n\n" + ("word " * 3000) + "\n")
+    messages = [f.message for f in check_issue(path, config).warnings]
+    assert any("3,0" in m and "minutes" in m for m in messages)
+
+
+def test_html_over_gmail_clip_is_an_error(write_issue, config):
+    paragraphs = "\n\n".join(
+        f"[Link number {n} to a long article](https://example.com/{n}) " + "text " * 10
+        for n in range(900)
+    )
+    path = write_issue(CLEAN_FRONT + "## Links\n\n" + paragraphs + "\n")
+    report = check_issue(path, config)
+    assert any("Gmail clips" in f.message for f in report.errors)
+
+
+def test_template_colour_that_vanishes_in_dark_mode_is_flagged(tmp_path, config_path, write_issue):
+    from composer.config import load_config
+
+    templates = tmp_path / "templates"
+    source = load_config(config_path).newsletter.templates
+    for path in source.rglob("*.j2"):
+        target = templates / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    footer = templates / "email.mjml.j2"
+    footer.write_text(
+        footer.read_text(encoding="utf-8").replace(
+            "Thanks for reading", '<span style="color:#222222">Dark words</span> Thanks for reading'
+        ),
+        encoding="utf-8",
+    )
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        re.sub(r'templates = ".*"', f'templates = "{templates.as_posix()}"', text), "utf-8"
+    )
+    report = check_issue(write_issue(CLEAN_FRONT + "## A\n\nText.\n"), load_config(config_path))
+    assert any("#222222 would vanish on a dark background" in f.message for f in report.warnings)
+
+
+def test_check_command_exits_1_on_errors_and_0_on_warnings(write_issue, run_cli):
+    broken = write_issue(CLEAN_FRONT + "## A\n\nTK\n", "broken.md")
+    result = run_cli("check", broken)
+    assert result.exit_code == 1
+    assert f"{broken}:9: error:" in result.output
+    warned = write_issue('+++\ntitle = "t"\ndate = 2024-05-03\n+++\n\n## A\n\nText.\n', "w.md")
+    result = run_cli("check", warned)
+    assert result.exit_code == 0
+    assert "warning: no preheader" in result.output

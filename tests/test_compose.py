@@ -1,0 +1,149 @@
+"""The composed email: every part of the issue, in order, inlined, responsive and escaped."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from lxml import html as lxml_html
+
+from composer.composing.load import load_issue
+from composer.composing.pipeline import GMAIL_CLIP_BYTES, compose, compose_file
+from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML
+
+
+@pytest.fixture
+def paid(config):
+    return compose_file(EXAMPLE_MD, config, "paid")
+
+
+@pytest.fixture
+def free(config):
+    return compose_file(EXAMPLE_MD, config, "free")
+
+
+def _visible_text(html: str) -> str:
+    tree = lxml_html.fromstring(html)
+    for hidden in tree.xpath("//style|//title"):
+        hidden.drop_tree()
+    return " ".join(tree.text_content().split())
+
+
+def _in_order(haystack: str, needles: list[str]) -> None:
+    position = 0
+    for needle in needles:
+        found = haystack.find(needle, position)
+        assert found >= 0, f"{needle!r} missing or out of order"
+        position = found + len(needle)
+
+
+def test_markdown_and_toml_twins_compose_to_identical_bytes(config):
+    for tier in ("paid", "free"):
+        from_md = compose_file(EXAMPLE_MD, config, tier)
+        from_toml = compose_file(EXAMPLE_TOML, config, tier)
+        assert from_md.html == from_toml.html
+        assert from_md.text == from_toml.text
+        assert from_md.mjml == from_toml.mjml
+
+
+def test_html_holds_every_block_lead_quote_and_link_in_order(paid):
+    issue = load_issue(EXAMPLE_MD)
+    text = _visible_text(paid.html)
+    expected = [issue.title, issue.subtitle, "Morgan Lee", "Good morning."]
+    for block in issue.blocks:
+        expected.append(block.heading)
+        for item in block.items:
+            expected.append(item.lead)
+    _in_order(text, expected)
+    _in_order(text, ["Regulators have a new map", "Everyone was looking at the storefront"])
+    hrefs = re.findall(r'href="([^"]+)"', paid.html)
+    _in_order(
+        " ".join(hrefs),
+        [
+            "https://example.com/lantern-report",
+            "https://example.com/news/ports",
+            "https://example.com/news/freight",
+        ],
+    )
+    assert 'alt="A chart of data flows between apps and suppliers"' in paid.html
+
+
+def test_html_is_under_gmail_clip_and_fetches_no_web_font(paid):
+    assert paid.html_size < GMAIL_CLIP_BYTES
+    assert "fonts.googleapis.com" not in paid.html
+    assert "<link" not in paid.html
+
+
+def test_css_is_inlined_and_media_queries_are_kept(paid):
+    tree = lxml_html.fromstring(paid.html)
+    title = tree.xpath("//h1")[0]
+    assert "font-size:32px" in title.get("style").replace(" ", "")
+    assert all(p.get("style") for p in tree.xpath("//td[contains(@class,'nl-prose')]//p"))
+    styles = " ".join(style.text or "" for style in tree.xpath("//style"))
+    assert "prefers-color-scheme: dark" in styles
+    assert "max-width: 480px" in styles or "max-width:480px" in styles
+    assert "mso-table-lspace" in paid.html
+
+
+def test_preheader_is_the_hidden_preview_text(paid):
+    tree = lxml_html.fromstring(paid.html)
+    hidden = tree.xpath("//body/div[contains(@style,'display:none')]")[0]
+    assert hidden.text_content().strip() == paid.preheader
+
+
+def test_plain_text_has_every_heading_paragraph_and_link_url_and_no_tags(paid):
+    issue = load_issue(EXAMPLE_MD)
+    for block in issue.blocks:
+        assert block.heading.upper() in paid.text
+    for url in re.findall(r"\]\((https://[^ )]+)", EXAMPLE_MD.read_text(encoding="utf-8")):
+        if not url.endswith(".png"):
+            assert url in paid.text
+    flat = " ".join(paid.text.split())
+    assert "Until now, agencies had to piece together supply chains one audit at a time." in flat
+    assert "BANKS STEP BACK FROM CROSS-BORDER DEALS: Several mid-sized lenders" in flat
+    assert '> "Everyone was looking at the storefront.' in paid.text
+    assert not re.search(r"</?[a-z][a-z0-9]*[ >/]", paid.text)
+    assert max(len(line) for line in paid.text.splitlines() if "http" not in line) <= 72
+
+
+def test_free_tier_stops_at_the_paywall_with_a_keep_reading_link(free, paid):
+    assert "The Big Story in China Business" in paid.html
+    assert "The Big Story in China Business" not in free.html
+    assert "BANKS STEP BACK" not in free.text
+    assert "Keep reading" in free.html and "Keep reading" not in paid.html
+    assert 'href="https://news.example.com/issues/2024-05-03-example"' in free.html
+    assert "Keep reading: https://news.example.com/issues/2024-05-03-example" in free.text
+
+
+def test_footer_has_copyright_address_and_links(paid):
+    text = _visible_text(paid.html)
+    assert "© 2024 China Boss News" in text
+    assert "1 Example Street, Springfield" in text
+    assert "View in browser" in text and "Unsubscribe" in text
+
+
+def test_nothing_from_the_issue_file_can_break_the_layout(write_issue, config):
+    hostile = "</mj-text></mj-column><script>alert(1)</script>{{ 7*7 }}"
+    path = write_issue(
+        f"""
+        +++
+        title = "{hostile}"
+        date = 2024-05-03
+        +++
+
+        ## {hostile}
+
+        <div style="position:fixed">{hostile}</div> [x](javascript:alert(1))
+
+        ## The Big Story
+
+        **{hostile.upper()}:** Body.
+        """
+    )
+    composed = compose(load_issue(path), config, "paid")
+    tree = lxml_html.fromstring(composed.html)
+    assert not tree.xpath("//script")
+    assert not tree.xpath("//*[contains(@style, 'position:fixed')]")
+    assert not tree.xpath("//a[starts-with(@href, 'javascript')]")
+    assert "49" not in _visible_text(composed.html)
+    assert _visible_text(composed.html).count("</mj-text></mj-column><script>") >= 3
