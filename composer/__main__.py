@@ -259,18 +259,24 @@ def export_subscribers(csv_path: Path, config_path: Path) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--issues",
+    "issues_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of issue files to publish  [default: issues/ next to the config]",
+)
 @config_option
-def serve(host: str, port: int, config_path: Path) -> None:
-    """Run the web service at base_url: one-click unsubscribe links."""
+def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
+    """Run the web service at base_url: unsubscribe links, web versions, archive, feed."""
     import uvicorn
 
     from composer.config import load_config
     from composer.web.serve import create_app
 
     config = load_config(config_path)
-    app = create_app(config)
+    app = create_app(config, issues_dir)
     click.echo(
-        f"Answering {config.newsletter.base_url}/unsubscribe on http://{host}:{port}"
+        f"Serving {config.newsletter.base_url} on http://{host}:{port}"
         " (put it behind your HTTPS proxy; Ctrl+C to stop)"
     )
     uvicorn.run(app, host=host, port=port)

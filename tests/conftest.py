@@ -4,15 +4,20 @@ and a real SQLite subscriber store next to the config."""
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from click.testing import CliRunner, Result
 
 from composer.__main__ import cli
 from composer.config import Config, load_config
 from composer.store import SubscriberStore, open_store
+from composer.web.serve import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
@@ -87,3 +92,23 @@ def write_csv(path: Path, text: str) -> Path:
     """Write a subscriber CSV and return its path."""
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def server(config: Config) -> Iterator[httpx.Client]:
+    """`newsletter serve` on a free loopback port, with an httpx client pointed at it."""
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from composer.config import Config, load_config
 from composer.store import NewSubscriber, SubscriberStore
 from composer.unsubscribe import UnsubscribeLinks
-from composer.web.serve import create_app
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -25,25 +20,6 @@ def config(config_path: Path) -> Config:
     text = config_path.read_text(encoding="utf-8")
     config_path.write_text(text.replace("China Boss News", "Test <News> & Co", 1))
     return load_config(config_path)
-
-
-@pytest.fixture
-def server(config: Config) -> Iterator[httpx.Client]:
-    app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
-        yield client
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -125,7 +101,8 @@ def test_forged_or_missing_token_is_refused_and_changes_nothing(
     forger = UnsubscribeLinks(config.newsletter.base_url, b"not the secret" * 3)
     forged = forger.url("ann@example.com").removeprefix(config.newsletter.base_url)
     genuine = link(config, "bob@example.com")
-    for url in (forged, genuine[:-4], "/unsubscribe", "/unsubscribe?token=%00.%00"):
+    missing = "/unsubscribe?token=" if method == "GET" else "/unsubscribe"
+    for url in (forged, genuine[:-4], missing, "/unsubscribe?token=%00.%00"):
         response = server.request(method, url, data=ONE_CLICK if method == "POST" else None)
         assert response.status_code == 400, url
         assert "nothing was done" in response.text
@@ -147,3 +124,13 @@ def test_a_signed_link_for_an_address_not_on_the_list_records_the_unsubscribe(
     response = server.post(link(config, "gone@example.com"), data=ONE_CLICK)
     assert response.status_code == 200
     assert statuses(subscribed)["gone@example.com"] == "unsubscribed"
+
+
+def test_get_without_a_token_explains_where_the_real_link_is(
+    server: httpx.Client, subscribed: SubscriberStore
+) -> None:
+    response = server.get("/unsubscribe")
+    assert response.status_code == 200
+    assert "unsubscribe link made for its reader" in response.text
+    assert "<form" not in response.text
+    assert set(statuses(subscribed).values()) == {"active"}

@@ -1,31 +1,45 @@
-"""``newsletter serve``: the small web service at base_url that answers unsubscribe links.
+"""``newsletter serve``: the small web service at base_url.
+
+``GET /`` is the archive of published issues, newest first; ``GET /feed.xml`` its
+Atom feed; ``GET /issues/<slug>`` an issue's web version, the target of "View in
+browser" and of the free edition's "Keep reading". The web version is public, so
+it is the free edition: everything before the paywall and the note that the rest
+is for paid subscribers; an issue without a paywall is shown whole.
 
 ``POST /unsubscribe?token=…`` unsubscribes (RFC 8058 one-click, sent by mailbox
 providers with the body ``List-Unsubscribe=One-Click``, and by the button on the
 confirmation page) and answers 200. ``GET`` only shows that confirmation page,
 because link scanners fetch every link in every email. A token that does not
-verify changes nothing and gets a 400 page.
+verify changes nothing and gets a 400 page; a GET without any token (the footer of
+a copy that went to no one in particular) explains where the real link is.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
 
 from jinja2 import DictLoader, Environment, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.config import Config, SubscriberSettings
+from composer.model import Issue
 from composer.store import NewSubscriber, Subscriber, open_store
 from composer.unsubscribe import InvalidToken, UnsubscribeLinks, UnsubscribeToken
+from composer.web.archive import atom_feed, find_published, published_issues
 
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
+{% if not public %}<meta name="robots" content="noindex">{% endif %}
 <title>{{ title }} · {{ newsletter }}</title>
 <style>
   body { font: 17px/1.5 system-ui, sans-serif; color: #222; background: #f6f6f4; margin: 0; }
@@ -64,6 +78,23 @@ No more issues will be sent to it.</p>
 <p><strong>{{ email }}</strong> will get no more issues of {{ newsletter }}.</p>
 <p class="small">Unsubscribed by mistake? Reply to any issue and we will add you back.</p>
 {% endblock %}""",
+    "how.html": """{% extends "page.html" %}{% block body %}
+<p>Each email from {{ newsletter }} ends with an unsubscribe link made for its reader.
+Use that link in any issue you received, or reply to the email and ask to be removed.</p>
+{% endblock %}""",
+    "archive.html": """{% extends "page.html" %}{% block body %}
+{% for issue in issues %}
+<p><a href="{{ issue_url(issue) }}">{{ issue.title }}</a><br>
+<span class="small">{{ issue.date.isoformat() }}{% if issue.subtitle %}
+ · {{ issue.subtitle }}{% endif %}</span></p>
+{% else %}
+<p>No issues yet.</p>
+{% endfor %}
+<p class="small"><a href="{{ feed_url }}">Atom feed</a></p>
+{% endblock %}""",
+    "missing.html": """{% extends "page.html" %}{% block body %}
+<p>There is no published issue at this address. <a href="{{ archive_url }}">See every issue</a>.</p>
+{% endblock %}""",
     "invalid.html": """{% extends "page.html" %}{% block body %}
 <p>This unsubscribe link is incomplete or was changed, so nothing was done.</p>
 <p>Open the link from the email again, or reply to the email and ask to be removed.</p>
@@ -82,19 +113,54 @@ _HEADERS = {
 }
 
 
-def create_app(config: Config) -> Starlette:
-    """The ASGI app ``newsletter serve`` runs, reading and writing ``config``'s store."""
+def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
+    """The ASGI app ``newsletter serve`` runs: ``config``'s store, and the issues in
+    ``issues_dir`` (default: ``issues/`` next to config.toml)."""
+    issues_dir = issues_dir or config.path.resolve().parent / "issues"
     links = UnsubscribeLinks.from_config(config)
+    base = config.newsletter.base_url
     templates = Environment(
         loader=DictLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
     )
     site = {"newsletter": config.newsletter.name, "address": config.newsletter.address}
 
-    def page(name: str, title: str, status_code: int = 200, **values: str) -> HTMLResponse:
+    def page(name: str, title: str, status_code: int = 200, **values: object) -> HTMLResponse:
         html = templates.get_template(name).render(title=title, **site, **values)
-        return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+        headers = None if values.get("public") else _HEADERS
+        return HTMLResponse(html, status_code=status_code, headers=headers)
+
+    @lru_cache(maxsize=64)
+    def web_version(issue: Issue) -> str:
+        # Issue values compare by content, so an edited file gets a fresh composition.
+        composed = compose(issue, config, "free")
+        return composed.with_unsubscribe_url(generic_unsubscribe_url(config)).html
+
+    async def archive(request: Request) -> HTMLResponse:
+        issues = await run_in_threadpool(published_issues, issues_dir, _today())
+        return page(
+            "archive.html",
+            "Archive",
+            public=True,
+            issues=issues,
+            issue_url=lambda issue: f"{base}/issues/{issue.slug}",
+            feed_url=f"{base}/feed.xml",
+        )
+
+    async def feed(request: Request) -> Response:
+        issues = await run_in_threadpool(published_issues, issues_dir, _today())
+        return Response(atom_feed(issues, config), media_type="application/atom+xml")
+
+    async def issue_page(request: Request) -> HTMLResponse:
+        slug = request.path_params["slug"]
+        issue = await run_in_threadpool(find_published, issues_dir, slug, _today())
+        if issue is None:
+            return page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
+        html = await run_in_threadpool(web_version, issue)
+        return HTMLResponse(html)
 
     async def unsubscribe(request: Request) -> HTMLResponse:
+        if request.method == "GET" and "token" not in request.query_params:
+            return page("how.html", "How to unsubscribe")
         try:
             token = links.verify(request.query_params.get("token", ""))
         except InvalidToken:
@@ -112,7 +178,18 @@ def create_app(config: Config) -> Starlette:
         email = found.email if found else token.key
         return page("confirm.html", "Unsubscribe", email=email)
 
-    return Starlette(routes=[Route("/unsubscribe", unsubscribe, methods=["GET", "POST"])])
+    return Starlette(
+        routes=[
+            Route("/", archive),
+            Route("/feed.xml", feed),
+            Route("/issues/{slug}", issue_page),
+            Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+        ]
+    )
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
 def _lookup(settings: SubscriberSettings, key: str) -> Subscriber | None:
