@@ -26,6 +26,7 @@ class NewsletterSettings:
     sender: Address
     reply_to: Address | None
     base_url: str
+    unsubscribe_mailto: str
     address: str
     test_recipients: tuple[str, ...]
     templates: Path
@@ -71,6 +72,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "from": (str, _REQUIRED),
         "reply_to": (str, ""),
         "base_url": (str, _REQUIRED),
+        "unsubscribe_mailto": (str, ""),
         "address": (str, ""),
         "test_recipients": (list, []),
         "templates": (str, ""),
@@ -157,6 +159,11 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         base_url.startswith(("https://", "http://")),
         "[newsletter] base_url must start with https:// (or http:// for a local server)",
     )
+    mailto = newsletter["unsubscribe_mailto"] or ""
+    check(
+        not mailto or (mailto.count("@") == 1 and not any(c in mailto for c in " \r\n<>,?:")),
+        "[newsletter] unsubscribe_mailto must be a bare address such as unsubscribe@example.com",
+    )
     recipients = newsletter["test_recipients"] or []
     check(
         all(isinstance(r, str) and "@" in r for r in recipients),
@@ -183,6 +190,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             sender=sender,
             reply_to=reply_to,
             base_url=base_url.rstrip("/"),
+            unsubscribe_mailto=mailto,
             address=newsletter["address"],
             test_recipients=tuple(recipients),
             templates=root / templates if templates else PROJECT_ROOT / "templates",

@@ -3,12 +3,20 @@
     NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
     ├── ConfigError                          config.toml is missing or wrong
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
+<<<<<<< HEAD
+    ├── TemplateError                        a template under templates/ is broken
+    ├── StoreError                           the subscriber database cannot be opened, too new
+    ├── SubscriberFileError                  a subscriber CSV cannot be read at all
+    ├── SubscriberError                      add/remove refused: bad address, not on the list
+    └── SecretError                          the unsubscribe signing secret is unsafe
+=======
     └── TemplateError                        a template under templates/ is broken
+>>>>>>> main
 
-Library exceptions (tomllib, jinja2, mjml) are translated into these once, at the
-stage that calls the library, chained with ``from exc``. Because the root is a
-``click.ClickException``, the CLI prints the one-line message and exits with the
-code without any command needing its own try/except.
+Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator) are translated
+into these once, at the stage that calls the library, chained with ``from exc``.
+Because the root is a ``click.ClickException``, the CLI prints the one-line message
+and exits with the code without any command needing its own try/except.
 """
 
 from __future__ import annotations
@@ -43,6 +51,27 @@ class IssueError(NewsletterError):
         self.column = column
         self.reason = message
         super().__init__(f"{location(path, line, column)}: {message}")
+
+
+class StoreError(NewsletterError):
+    """The subscriber database cannot be opened, is not SQLite, or is from a newer release."""
+
+
+class SubscriberFileError(NewsletterError):
+    """A subscriber CSV cannot be imported at all; single bad rows are reported as data instead."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{location(path, line)}: {message}")
+
+
+class SubscriberError(NewsletterError):
+    """``subscribers add`` or ``remove`` was refused: bad, unknown or unsubscribed address."""
+
+
+class SecretError(NewsletterError):
+    """The secret signing unsubscribe links is too short, or its key file is readable by others."""
 
 
 def location(path: Path, line: int | None = None, column: int | None = None) -> str:

@@ -1,16 +1,23 @@
-"""Shared fixtures: a config in a temporary folder, issue files written on the fly, the CLI."""
+"""Shared fixtures: a config in a temporary folder, issue files written on the fly, the CLI,
+and a real SQLite subscriber store next to the config."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from click.testing import CliRunner, Result
 
 from composer.__main__ import cli
 from composer.config import Config, load_config
+from composer.store import SubscriberStore, open_store
+from composer.web.serve import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
@@ -22,6 +29,7 @@ name = "China Boss News"
 from = "China Boss News <news@example.com>"
 reply_to = "editor@example.com"
 base_url = "https://news.example.com"
+unsubscribe_mailto = "unsubscribe@example.com"
 address = "1 Example Street, Springfield"
 test_recipients = ["editor@example.com"]
 templates = "{(ROOT / "templates").as_posix()}"
@@ -32,7 +40,10 @@ database = "subscribers.db"
 
 
 @pytest.fixture
-def config_path(tmp_path: Path) -> Path:
+def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The unsubscribe secret comes from the key file next to config.toml unless a test
+    # sets NEWSLETTER_SECRET itself.
+    monkeypatch.delenv("NEWSLETTER_SECRET", raising=False)
     path = tmp_path / "config.toml"
     path.write_text(CONFIG_TEXT, encoding="utf-8")
     return path
@@ -68,3 +79,36 @@ def run_cli(config_path: Path) -> Callable[..., Result]:
         return CliRunner().invoke(cli, [*words, "--config", str(config_path)])
 
     return run
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[SubscriberStore]:
+    """The subscriber store the test config names, created empty in tmp_path."""
+    with open_store(config.subscribers) as opened:
+        yield opened
+
+
+def write_csv(path: Path, text: str) -> Path:
+    """Write a subscriber CSV and return its path."""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def server(config: Config) -> Iterator[httpx.Client]:
+    """`newsletter serve` on a free loopback port, with an httpx client pointed at it."""
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)

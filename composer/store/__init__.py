@@ -1,0 +1,155 @@
+"""The subscriber list: its values and the small interface every store implements.
+
+The SQLite store in :mod:`composer.store.sqlite` is the one shipped; a server
+database (PostgreSQL) can stand behind the same :class:`SubscriberStore` later,
+chosen in :func:`open_store`. Nothing outside this package writes SQL.
+
+Statuses only move forward by accident-proof rules, the same in every store:
+
+- a new address is added with the status it is given (``active`` unless an
+  imported row says otherwise, so a suppression list can be imported);
+- an ``active`` subscriber may become unsubscribed, bounced or complained;
+- an inactive subscriber is left exactly as it is by an import or a plain add;
+  only ``save(..., resubscribe=True)`` (``subscribers add --resubscribe``) makes
+  it active again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from composer.model import Tier
+
+if TYPE_CHECKING:
+    from composer.config import SubscriberSettings
+
+Status = Literal["active", "unsubscribed", "bounced", "complained"]
+STATUSES: tuple[Status, ...] = ("active", "unsubscribed", "bounced", "complained")
+InactiveStatus = Literal["unsubscribed", "bounced", "complained"]
+Segment = Literal["free", "paid", "all"]
+
+# What saving one row did: the vocabulary of import reports and `subscribers add`.
+Change = Literal["added", "updated", "unchanged", "kept_inactive", "resubscribed"]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One row of the list. ``email`` is as written; ``key`` is the normalised address
+    (domain folded to lower case and IDNA-normalised, local part as written) that
+    makes it unique and that unsubscribe tokens carry."""
+
+    id: int
+    email: str
+    key: str
+    name: str
+    tier: Tier
+    tags: tuple[str, ...]
+    status: Status
+    status_changed_at: dt.datetime
+    status_reason: str
+
+
+@dataclass(frozen=True)
+class NewSubscriber:
+    """An address to add or update. ``None`` leaves an existing subscriber's field as it
+    is (and gives a new one the default: no name, tier ``free``, no tags)."""
+
+    email: str
+    key: str
+    name: str | None = None
+    tier: Tier | None = None
+    tags: tuple[str, ...] | None = None
+    status: Status = "active"
+    status_changed_at: dt.datetime | None = None
+    status_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """What an import did, row by row; ``duplicates`` repeat an address seen earlier in
+    the same import and are folded into that first row."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    kept_inactive: int = 0
+    duplicates: int = 0
+
+
+class SubscriberStore(Protocol):
+    """The subscriber list's storage. Every method commits before it returns."""
+
+    def get(self, key: str) -> Subscriber | None:
+        """The subscriber with normalised address ``key``, or None."""
+
+    def save(
+        self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
+    ) -> tuple[Subscriber, Change]:
+        """Add or update one subscriber by the rules in this module's docstring."""
+
+    def import_many(self, rows: Iterable[NewSubscriber], *, batch_size: int = 1000) -> ImportCounts:
+        """Save a stream of rows in batched transactions, folding repeated addresses;
+        never resubscribes anyone and never holds more than one batch in memory."""
+
+    def mark_status(self, key: str, status: InactiveStatus, reason: str) -> Subscriber | None:
+        """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown.
+        Marking a subscriber with the status it already has changes nothing."""
+
+    def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
+        """Every subscriber in insertion order, read ``batch_size`` rows at a time."""
+
+    def iter_active(
+        self, segment: Segment = "all", *, batch_size: int = 1000
+    ) -> Iterator[Subscriber]:
+        """The active subscribers of ``segment`` in insertion order, read in batches by
+        keyset pagination, so a dispatch never loads the whole list."""
+
+    def count_active(self, segment: Segment = "all") -> int:
+        """How many subscribers :meth:`iter_active` would yield now."""
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many subscribers have each status (every status present, zero or more)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> SubscriberStore: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def open_store(settings: SubscriberSettings) -> SubscriberStore:
+    """Open (creating and migrating on first use) the store ``[subscribers]`` names."""
+    from composer.store.sqlite import SqliteSubscriberStore
+
+    return SqliteSubscriberStore(settings.database)
+
+
+def segment_tiers(segment: Segment) -> tuple[Tier, ...]:
+    """The tiers a dispatch segment reaches."""
+    return ("free", "paid") if segment == "all" else (segment,)
+
+
+def classify(old: Subscriber | None, new: NewSubscriber, *, resubscribe: bool) -> Change:
+    """What saving ``new`` over ``old`` does under the forward-only status rules."""
+    if old is None:
+        return "added"
+    if old.status != "active":
+        return "resubscribed" if resubscribe and new.status == "active" else "kept_inactive"
+    if new.status != "active":
+        return "updated"
+    same = (
+        (new.name is None or new.name == old.name)
+        and (new.tier is None or new.tier == old.tier)
+        and (new.tags is None or new.tags == old.tags)
+    )
+    return "unchanged" if same else "updated"

@@ -1,0 +1,90 @@
+"""Joining and leaving the list: address checks, ``subscribers add`` and ``remove``."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, caching_resolver, validate_email
+
+from composer.errors import SubscriberError
+from composer.model import Tier
+from composer.store import Change, NewSubscriber, Subscriber, SubscriberStore
+
+
+class AddressRejected(ValueError):
+    """An address failed validation; ``reason`` is email-validator's explanation."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{value!r}: {reason}")
+
+
+class AddressChecker:
+    """Validates addresses with email-validator and returns their normalised key.
+
+    Syntax only by default; with ``check_deliverability`` the domain's MX records are
+    looked up too, through one caching resolver so a list with thousands of
+    addresses at the same provider asks the DNS once.
+    """
+
+    def __init__(self, *, check_deliverability: bool = False, dns_timeout: int = 5) -> None:
+        self.check_deliverability = check_deliverability
+        self._resolver = caching_resolver(timeout=dns_timeout) if check_deliverability else None
+
+    def key(self, value: str) -> str:
+        """The normalised address (domain lower-cased and IDNA-normalised, local part as
+        written), or :class:`AddressRejected`."""
+        try:
+            checked = validate_email(
+                value,
+                check_deliverability=self.check_deliverability,
+                dns_resolver=self._resolver,
+            )
+        except EmailNotValidError as exc:
+            raise AddressRejected(value, str(exc)) from exc
+        return checked.normalized
+
+
+def add_subscriber(
+    store: SubscriberStore,
+    email: str,
+    *,
+    name: str | None = None,
+    tier: Tier | None = None,
+    resubscribe: bool = False,
+    checker: AddressChecker | None = None,
+) -> tuple[Subscriber, Change]:
+    """Add ``email`` or update its name and tier; an unsubscribed, bounced or complained
+    address is refused unless ``resubscribe`` says the person asked to come back."""
+    email = email.strip()
+    try:
+        key = (checker or AddressChecker()).key(email)
+    except AddressRejected as exc:
+        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+    new = NewSubscriber(email=email, key=key, name=name, tier=tier)
+    reason = "added by the editor" + (" with --resubscribe" if resubscribe else "")
+    subscriber, change = store.save(new, resubscribe=resubscribe, reason=reason)
+    if change == "kept_inactive":
+        raise SubscriberError(
+            f"{subscriber.email} is {subscriber.status} since"
+            f" {subscriber.status_changed_at:%Y-%m-%d} ({subscriber.status_reason});"
+            " left as it is: pass --resubscribe only if they asked to come back"
+        )
+    return subscriber, change
+
+
+def remove_subscriber(store: SubscriberStore, email: str) -> tuple[Subscriber, bool]:
+    """Unsubscribe ``email`` (the row stays, so no import can bring it back); returns the
+    subscriber and whether anything changed (False when it was already inactive)."""
+    email = email.strip()
+    try:
+        key = AddressChecker().key(email)
+    except AddressRejected as exc:
+        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+    subscriber = store.get(key)
+    if subscriber is None:
+        raise SubscriberError(f"{email} is not on the list; nothing to remove")
+    if subscriber.status != "active":
+        return subscriber, False
+    marked = store.mark_status(key, "unsubscribed", "removed by the editor")
+    assert marked is not None
+    return marked, True

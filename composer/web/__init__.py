@@ -1,0 +1,1 @@
+"""The web side: ``serve`` (unsubscribe links, later the archive) and the live preview."""

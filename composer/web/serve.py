@@ -1,0 +1,211 @@
+"""``newsletter serve``: the small web service at base_url.
+
+``GET /`` is the archive of published issues, newest first; ``GET /feed.xml`` its
+Atom feed; ``GET /issues/<slug>`` an issue's web version, the target of "View in
+browser" and of the free edition's "Keep reading". The web version is public, so
+it is the free edition: everything before the paywall and the note that the rest
+is for paid subscribers; an issue without a paywall is shown whole.
+
+``POST /unsubscribe?token=…`` unsubscribes (RFC 8058 one-click, sent by mailbox
+providers with the body ``List-Unsubscribe=One-Click``, and by the button on the
+confirmation page) and answers 200. ``GET`` only shows that confirmation page,
+because link scanners fetch every link in every email. A token that does not
+verify changes nothing and gets a 400 page; a GET without any token (the footer of
+a copy that went to no one in particular) explains where the real link is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import DictLoader, Environment, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from composer.composing.pipeline import compose, generic_unsubscribe_url
+from composer.config import Config, SubscriberSettings
+from composer.model import Issue
+from composer.store import NewSubscriber, Subscriber, open_store
+from composer.unsubscribe import InvalidToken, UnsubscribeLinks, UnsubscribeToken
+from composer.web.archive import atom_feed, find_published, published_issues
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{% if not public %}<meta name="robots" content="noindex">{% endif %}
+<title>{{ title }} · {{ newsletter }}</title>
+<style>
+  body { font: 17px/1.5 system-ui, sans-serif; color: #222; background: #f6f6f4; margin: 0; }
+  main { max-width: 32rem; margin: 12vh auto; padding: 2rem; background: #fff;
+         border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.12); }
+  h1 { font-size: 1.4rem; margin-top: 0; }
+  button { font: inherit; padding: .6rem 1.2rem; border: 0; border-radius: 6px;
+           background: #222; color: #fff; cursor: pointer; }
+  .small { color: #666; font-size: .9rem; }
+</style>
+</head>
+<body>
+<main>
+<h1>{{ title }}</h1>
+{% block body %}{% endblock %}
+<p class="small">{{ newsletter }}{% if address %} · {{ address }}{% endif %}</p>
+</main>
+</body>
+</html>
+"""
+
+_TEMPLATES = {
+    "page.html": _PAGE,
+    "confirm.html": """{% extends "page.html" %}{% block body %}
+<p>Stop sending {{ newsletter }} to <strong>{{ email }}</strong>?</p>
+<form method="post" action="">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe</button>
+</form>
+{% endblock %}""",
+    "already.html": """{% extends "page.html" %}{% block body %}
+<p><strong>{{ email }}</strong> is already unsubscribed from {{ newsletter }}.
+No more issues will be sent to it.</p>
+{% endblock %}""",
+    "done.html": """{% extends "page.html" %}{% block body %}
+<p><strong>{{ email }}</strong> will get no more issues of {{ newsletter }}.</p>
+<p class="small">Unsubscribed by mistake? Reply to any issue and we will add you back.</p>
+{% endblock %}""",
+    "how.html": """{% extends "page.html" %}{% block body %}
+<p>Each email from {{ newsletter }} ends with an unsubscribe link made for its reader.
+Use that link in any issue you received, or reply to the email and ask to be removed.</p>
+{% endblock %}""",
+    "archive.html": """{% extends "page.html" %}{% block body %}
+{% for issue in issues %}
+<p><a href="{{ issue_url(issue) }}">{{ issue.title }}</a><br>
+<span class="small">{{ issue.date.isoformat() }}{% if issue.subtitle %}
+ · {{ issue.subtitle }}{% endif %}</span></p>
+{% else %}
+<p>No issues yet.</p>
+{% endfor %}
+<p class="small"><a href="{{ feed_url }}">Atom feed</a></p>
+{% endblock %}""",
+    "missing.html": """{% extends "page.html" %}{% block body %}
+<p>There is no published issue at this address. <a href="{{ archive_url }}">See every issue</a>.</p>
+{% endblock %}""",
+    "invalid.html": """{% extends "page.html" %}{% block body %}
+<p>This unsubscribe link is incomplete or was changed, so nothing was done.</p>
+<p>Open the link from the email again, or reply to the email and ask to be removed.</p>
+{% endblock %}""",
+}
+
+_HEADERS = {
+    # The token in the URL must not leak to other sites or be cached by proxies.
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self';"
+        " base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
+    """The ASGI app ``newsletter serve`` runs: ``config``'s store, and the issues in
+    ``issues_dir`` (default: ``issues/`` next to config.toml)."""
+    issues_dir = issues_dir or config.path.resolve().parent / "issues"
+    links = UnsubscribeLinks.from_config(config)
+    base = config.newsletter.base_url
+    templates = Environment(
+        loader=DictLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
+    )
+    site = {"newsletter": config.newsletter.name, "address": config.newsletter.address}
+
+    def page(name: str, title: str, status_code: int = 200, **values: object) -> HTMLResponse:
+        html = templates.get_template(name).render(title=title, **site, **values)
+        headers = None if values.get("public") else _HEADERS
+        return HTMLResponse(html, status_code=status_code, headers=headers)
+
+    @lru_cache(maxsize=64)
+    def web_version(issue: Issue) -> str:
+        # Issue values compare by content, so an edited file gets a fresh composition.
+        composed = compose(issue, config, "free")
+        return composed.with_unsubscribe_url(generic_unsubscribe_url(config)).html
+
+    async def archive(request: Request) -> HTMLResponse:
+        issues = await run_in_threadpool(published_issues, issues_dir, _today())
+        return page(
+            "archive.html",
+            "Archive",
+            public=True,
+            issues=issues,
+            issue_url=lambda issue: f"{base}/issues/{issue.slug}",
+            feed_url=f"{base}/feed.xml",
+        )
+
+    async def feed(request: Request) -> Response:
+        issues = await run_in_threadpool(published_issues, issues_dir, _today())
+        return Response(atom_feed(issues, config), media_type="application/atom+xml")
+
+    async def issue_page(request: Request) -> HTMLResponse:
+        slug = request.path_params["slug"]
+        issue = await run_in_threadpool(find_published, issues_dir, slug, _today())
+        if issue is None:
+            return page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
+        html = await run_in_threadpool(web_version, issue)
+        return HTMLResponse(html)
+
+    async def unsubscribe(request: Request) -> HTMLResponse:
+        if request.method == "GET" and "token" not in request.query_params:
+            return page("how.html", "How to unsubscribe")
+        try:
+            token = links.verify(request.query_params.get("token", ""))
+        except InvalidToken:
+            return page("invalid.html", "Link not valid", status_code=400)
+        if request.method == "POST":
+            # Any POST to a verified link unsubscribes: the signature is the authority,
+            # and refusing a provider whose body differs from RFC 8058's would only
+            # leave someone subscribed who asked to leave. Scanners do not POST.
+            await request.body()
+            subscriber = await run_in_threadpool(_unsubscribe, config.subscribers, token)
+            return page("done.html", "You are unsubscribed", email=subscriber.email)
+        found = await run_in_threadpool(_lookup, config.subscribers, token.key)
+        if found is not None and found.status != "active":
+            return page("already.html", "Already unsubscribed", email=found.email)
+        email = found.email if found else token.key
+        return page("confirm.html", "Unsubscribe", email=email)
+
+    return Starlette(
+        routes=[
+            Route("/", archive),
+            Route("/feed.xml", feed),
+            Route("/issues/{slug}", issue_page),
+            Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+        ]
+    )
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _lookup(settings: SubscriberSettings, key: str) -> Subscriber | None:
+    with open_store(settings) as store:
+        return store.get(key)
+
+
+def _unsubscribe(settings: SubscriberSettings, token: UnsubscribeToken) -> Subscriber:
+    reason = f"unsubscribe link in {token.issue}" if token.issue else "unsubscribe link"
+    with open_store(settings) as store:
+        subscriber = store.mark_status(token.key, "unsubscribed", reason)
+        if subscriber is not None:
+            return subscriber
+        # A link we signed for an address no longer on the list (a database rebuilt
+        # from an old export): record the wish, so no later import can add it back.
+        new = NewSubscriber(
+            email=token.key, key=token.key, status="unsubscribed", status_reason=reason
+        )
+        return store.save(new)[0]
