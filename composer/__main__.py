@@ -268,10 +268,12 @@ def export_subscribers(csv_path: Path, config_path: Path) -> None:
 @config_option
 def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
     """Run the web service at base_url: unsubscribe links, web versions, archive, feed."""
+    import logging
+
     import uvicorn
 
     from composer.config import load_config
-    from composer.web.serve import create_app
+    from composer.web.serve import RedactQueryStrings, create_app
 
     config = load_config(config_path)
     app = create_app(config, issues_dir)
@@ -279,6 +281,7 @@ def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> N
         f"Serving {config.newsletter.base_url} on http://{host}:{port}"
         " (put it behind your HTTPS proxy; Ctrl+C to stop)"
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactQueryStrings())
     uvicorn.run(app, host=host, port=port)
 
 

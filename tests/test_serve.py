@@ -134,3 +134,21 @@ def test_get_without_a_token_explains_where_the_real_link_is(
     assert "unsubscribe link made for its reader" in response.text
     assert "<form" not in response.text
     assert set(statuses(subscribed).values()) == {"active"}
+
+
+def test_access_log_lines_do_not_carry_unsubscribe_tokens():
+    import logging
+
+    from composer.web.serve import RedactQueryStrings
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", "/unsubscribe?token=abc.def", "1.1", 200),
+        None,
+    )
+    assert RedactQueryStrings().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "POST /unsubscribe?… HTTP/1.1" 200'

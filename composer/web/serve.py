@@ -17,6 +17,7 @@ a copy that went to no one in particular) explains where the real link is.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -186,6 +187,18 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
         ]
     )
+
+
+class RedactQueryStrings(logging.Filter):
+    """Drop query strings from uvicorn's access log: they carry unsubscribe tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn.access records: (client, method, path with query, http version, status)
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            if isinstance(path, str) and "?" in path:
+                record.args = (client, method, path.split("?", 1)[0] + "?…", version, status)
+        return True
 
 
 def _today() -> dt.date:
