@@ -3,17 +3,22 @@
     NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
     ├── ConfigError                          config.toml is missing or wrong
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
-<<<<<<< HEAD
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
-    └── SecretError                          the unsubscribe signing secret is unsafe
-=======
-    └── TemplateError                        a template under templates/ is broken
->>>>>>> main
+    ├── SecretError                          the unsubscribe signing secret is unsafe
+    ├── OutboxError                          the outbox cannot listen on its port
+    └── SendError                            exit code 1: talking to the SMTP server failed
+        ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
+        ├── SmtpAuthError                    the server refused the login (535): never retried
+        ├── SmtpReplyError                   the server refused one message (code, reply, stage)
+        ├── SmtpConnectionLost (ConnectionError) dropped, timed out (also a TimeoutError) or
+        │                                    out of step: the connection is discarded
+        ├── DispatchLocked                   another process is sending the same issue
+        └── DispatchPaused                   too many failures in a row: stopped to protect the list
 
-Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator) are translated
+Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
 into these once, at the stage that calls the library, chained with ``from exc``.
 Because the root is a ``click.ClickException``, the CLI prints the one-line message
 and exits with the code without any command needing its own try/except.
@@ -72,6 +77,65 @@ class SubscriberError(NewsletterError):
 
 class SecretError(NewsletterError):
     """The secret signing unsubscribe links is too short, or its key file is readable by others."""
+
+
+class OutboxError(NewsletterError):
+    """``newsletter outbox`` cannot listen where it was asked to (port in use, no permission)."""
+
+
+class SendError(NewsletterError):
+    """Sending failed; ``reply`` is what the server said, when it said anything."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(message)
+
+
+class SmtpConnectError(SendError, ConnectionError):
+    """The SMTP server cannot be reached, or the TLS handshake or certificate check failed."""
+
+
+class SmtpAuthError(SendError):
+    """The server refused the username or password; retrying could lock the account."""
+
+
+class SmtpReplyError(SendError):
+    """The server refused one message with ``code``; the connection is still usable.
+
+    ``stage`` is the command it answered (``MAIL``, ``RCPT`` or ``DATA``).
+    """
+
+    def __init__(self, message: str, *, code: int, reply: str, stage: str) -> None:
+        self.stage = stage
+        super().__init__(message, code=code, reply=reply)
+
+    @property
+    def temporary(self) -> bool:
+        """A 4xx reply: the same message may succeed later."""
+        return 400 <= (self.code or 0) < 500
+
+
+class SmtpConnectionLost(SendError, ConnectionError):
+    """The connection dropped, timed out or fell out of step mid-transaction; whether the
+    server accepted the message in flight is unknown. ``code`` is 421 when the server
+    said it was closing; ``timeout`` marks a step that took longer than [smtp] timeout."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, reply: str = "", timeout: bool = False
+    ) -> None:
+        self.timeout = timeout
+        super().__init__(message, code=code, reply=reply)
+
+
+class DispatchLocked(SendError):
+    """Another process holds the dispatch lock of this issue."""
+
+
+class DispatchPaused(SendError):
+    """A run of consecutive failures stopped the dispatch before it burned through the list."""
 
 
 def location(path: Path, line: int | None = None, column: int | None = None) -> str:

@@ -67,6 +67,37 @@ MIGRATIONS: tuple[str, ...] = (
         VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
     END;
     """,
+    # 2: the dispatch journal (composer.store.journal): per issue and subscriber, where
+    # their copy stands; and the lock that lets one process at a time send an issue.
+    """
+    CREATE TABLE deliveries (
+        issue TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        email TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        code INTEGER,
+        reply TEXT NOT NULL DEFAULT '',
+        retryable INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (issue, subscriber_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_by_state ON deliveries (issue, state);
+    CREATE TABLE dispatches (
+        issue TEXT PRIMARY KEY,
+        segment TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        last_run_at TEXT NOT NULL,
+        last_result TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE dispatch_locks (
+        issue TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    """,
 )
 
 _COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"

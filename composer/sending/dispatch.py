@@ -1,0 +1,420 @@
+"""The dispatcher: every recipient of a stream gets their copy once, over a pool of
+SMTP connections, with the outcome of each recorded before the next begins.
+
+    producer  streams recipients into a bounded queue (memory stays flat)
+    workers   one per connection: take a recipient, record ``sending``, send,
+              record the outcome, retry 4xx with back-off, reconnect after drops
+    journal   group commit: the changes of all workers since the last commit are
+              written in one transaction, and a worker starts its next SMTP
+              transaction only once its previous outcome is committed, so after a
+              crash at most one accepted-but-unrecorded message per connection exists
+
+Partial failure is data: :func:`dispatch` returns a :class:`DispatchReport`; only a
+refused login (:class:`SmtpAuthError`) or an unreachable server before the first
+message raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from composer.errors import (
+    SendError,
+    SmtpAuthError,
+    SmtpConnectError,
+    SmtpConnectionLost,
+    SmtpReplyError,
+)
+from composer.sending import Outcome, Recipient, State
+from composer.sending.personalise import UnsendableAddress
+from composer.sending.transport import Connection, Transport
+
+# Enhanced status 5.1.x: the address does not exist ("no such user", bad domain).
+_BAD_ADDRESS = re.compile(r"^\s*5\.1\.\d{1,3}\b")
+
+
+class Journal(Protocol):
+    """Where outcomes are recorded; :meth:`record` commits before it returns."""
+
+    def record(self, outcomes: Iterable[Outcome]) -> None: ...
+
+
+class MemoryJournal:
+    """Keeps outcomes in a list: for send-test, which has nothing to resume."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        self.outcomes.extend(outcomes)
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How hard to push: connections, pace, retries and when to give up."""
+
+    sender: str
+    concurrency: int = 8
+    rate_per_second: float = 0.0  # 0: as fast as the server takes it
+    max_attempts: int = 5
+    retry_base: float = 2.0  # seconds before the 2nd attempt; doubles each time, jittered
+    retry_cap: float = 60.0
+    pause_after: int = 50  # consecutive failed attempts that pause the dispatch
+
+
+@dataclass
+class Progress:
+    """Running counts, passed to the progress callback as they change."""
+
+    sent: int = 0
+    deferred: int = 0  # waiting for a retry now
+    failed: int = 0
+    bounced: int = 0
+    attempted: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        """Messages accepted per second so far."""
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class DispatchReport:
+    """What a run did. ``stopped`` is None when it ran to the end, else why it stopped:
+    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row)."""
+
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0  # still waiting for a retry when the run stopped
+    bounced: int = 0
+    not_attempted: int = 0
+    failures: list[Outcome] = field(default_factory=list)
+    stopped: str | None = None
+    reason: str = ""
+    elapsed: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every recipient got their copy."""
+        return self.stopped is None and not self.failed and not self.deferred
+
+
+class _Pace:
+    """Spaces message starts to at most ``limit`` a second (0: no limit), and halves the
+    pace when the server pushes back, growing it back by a little with each success."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.current = limit
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if self.current <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + 1.0 / self.current
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def slow_down(self, observed: float) -> None:
+        base = self.current if self.current > 0 else observed
+        if base >= 2:  # no pace measured yet: nothing to halve
+            self.current = base / 2
+
+    def speed_up(self) -> None:
+        if self.current <= 0:
+            return
+        self.current += max(1.0, self.current * 0.02)
+        if self.limit > 0:
+            self.current = min(self.current, self.limit)
+        elif self.current > 100_000:
+            self.current = 0  # back to unlimited
+
+
+class _Dispatch:
+    def __init__(
+        self,
+        recipients: Iterable[Recipient],
+        render: Callable[[Recipient], bytes],
+        transport: Transport,
+        journal: Journal,
+        settings: DispatchSettings,
+        stop: asyncio.Event,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.recipients = recipients
+        self.render = render
+        self.transport = transport
+        self.journal = journal
+        self.settings = settings
+        self.stop = stop
+        self.on_progress = on_progress
+        self.progress = Progress()
+        self.report = DispatchReport()
+        self.pace = _Pace(settings.rate_per_second)
+        self.queue: asyncio.Queue[tuple[Recipient, int] | None] = asyncio.Queue()
+        # The producer may run this far ahead of the workers, and no further.
+        self.room = asyncio.Semaphore(settings.concurrency * 4)
+        self.outstanding = 0
+        self.producer_done = False
+        self.retries: dict[Recipient, asyncio.TimerHandle] = {}
+        self.consecutive_failures = 0
+        self.fatal: SendError | None = None
+        self._buffer: list[Outcome] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flush_scheduled = False
+
+    # -- the journal, group-committed ---------------------------------------------------
+
+    def note(self, outcome: Outcome) -> None:
+        """Buffer ``outcome`` for the next commit."""
+        self._buffer.append(outcome)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # call_soon runs after every worker already woken in this loop turn has had
+            # its say, so one commit carries all their changes.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def committed(self, outcome: Outcome) -> None:
+        """Buffer ``outcome`` and wait until it (and everything before it) is committed."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.note(outcome)
+        await waiter
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._buffer = self._buffer, []
+        waiters, self._waiters = self._waiters, []
+        try:
+            if batch:
+                self.journal.record(batch)
+        except BaseException as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            raise
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def run(self) -> DispatchReport:
+        # One connection before anything is recorded: a refused login or an unreachable
+        # server stops the run here, before any message, with nothing to clean up.
+        first = await self.transport.connect()
+        producer = asyncio.create_task(self.produce())
+        workers = [
+            asyncio.create_task(self.work(first if n == 0 else None))
+            for n in range(self.settings.concurrency)
+        ]
+        watch = asyncio.create_task(self.watch_stop())
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for worker in workers:
+                worker.cancel()
+            raise
+        finally:
+            watch.cancel()
+            producer.cancel()
+            for handle in self.retries.values():
+                handle.cancel()
+            self._flush()
+        self.report.deferred += len(self.retries)
+        self.report.elapsed = time.monotonic() - self.progress.started
+        if self.fatal is not None:
+            raise self.fatal
+        return self.report
+
+    async def watch_stop(self) -> None:
+        await self.stop.wait()
+        self.halt("interrupted", "stopped by the user")
+
+    def halt(self, why: str, reason: str) -> None:
+        """Take no new recipient; the messages in flight finish and are recorded."""
+        if self.report.stopped is None:
+            self.report.stopped = why
+            self.report.reason = reason
+        self.producer_done = True
+        self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        for _ in range(self.settings.concurrency):
+            self.queue.put_nowait(None)
+
+    async def produce(self) -> None:
+        for recipient in self.recipients:
+            await self.room.acquire()
+            if self.report.stopped is not None:
+                return
+            self.outstanding += 1
+            self.queue.put_nowait((recipient, 1))
+        self.producer_done = True
+        if self.outstanding == 0:
+            self._wake_workers()
+
+    def finish(self, recipient: Recipient) -> None:
+        """``recipient`` reached a final state (or the run stopped before them)."""
+        self.outstanding -= 1
+        if self.producer_done and self.outstanding == 0:
+            self._wake_workers()
+
+    async def work(self, connection: Connection | None) -> None:
+        reconnect_failures = 0
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    return
+                recipient, attempt = item
+                if attempt == 1:
+                    self.room.release()
+                if self.report.stopped is not None:
+                    self.report.not_attempted += 1
+                    self.finish(recipient)
+                    continue
+                try:
+                    message = self.render(recipient)
+                except UnsendableAddress as exc:
+                    self.settle(Outcome(recipient, "failed", attempt, None, str(exc)))
+                    continue
+                await self.pace.wait()
+                await self.committed(Outcome(recipient, "sending", attempt))
+                self.progress.attempted += 1
+                try:
+                    if connection is None:
+                        if reconnect_failures:
+                            await asyncio.sleep(self.backoff(reconnect_failures))
+                        connection = await self.transport.connect()
+                    code, reply = await connection.send(
+                        self.settings.sender, recipient.email, message
+                    )
+                except SmtpAuthError as exc:
+                    self.fatal = exc
+                    self.halt("paused", str(exc))
+                    self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
+                    continue
+                except SmtpReplyError as exc:
+                    self.refused(recipient, attempt, exc)
+                    continue
+                except (SmtpConnectionLost, SmtpConnectError) as exc:
+                    if connection is not None:
+                        await connection.close()
+                    connection = None
+                    reconnect_failures += 1
+                    self.pace.slow_down(self.progress.rate)
+                    self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
+                    continue
+                reconnect_failures = 0
+                self.settle(Outcome(recipient, "sent", attempt, code, reply))
+        finally:
+            if connection is not None:
+                await connection.close()
+
+    def refused(self, recipient: Recipient, attempt: int, exc: SmtpReplyError) -> None:
+        code = exc.code or 0
+        if exc.temporary:
+            self.retry_or_fail(recipient, attempt, code, exc.reply)
+            return
+        bounced = bool(_BAD_ADDRESS.match(exc.reply))
+        # A refused address is final; a server error about the message or the session
+        # (at MAIL or DATA) may pass once the cause is fixed: --retry-failed tries it.
+        retryable = not bounced and exc.stage != "RCPT"
+        self.settle(
+            Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
+        )
+
+    def retry_or_fail(
+        self, recipient: Recipient, attempt: int, code: int | None, reply: str
+    ) -> None:
+        if attempt >= self.settings.max_attempts or self.report.stopped is not None:
+            state: State = "failed" if attempt >= self.settings.max_attempts else "deferred"
+            if state == "deferred":
+                self.report.deferred += 1
+            self.settle(Outcome(recipient, state, attempt, code, reply, retryable=True))
+            return
+        self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
+        self.count_failure(reply)
+        self.progress.deferred += 1
+        delay = self.backoff(attempt)
+        self.retries[recipient] = asyncio.get_running_loop().call_later(
+            delay, self._retry, recipient, attempt + 1
+        )
+
+    def _retry(self, recipient: Recipient, attempt: int) -> None:
+        del self.retries[recipient]
+        self.progress.deferred -= 1
+        if self.report.stopped is not None:
+            # The workers are leaving; the journal already says deferred.
+            self.report.deferred += 1
+            return
+        self.queue.put_nowait((recipient, attempt))
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential back-off with jitter: about base x 2^(attempt-1), capped."""
+        delay = min(self.settings.retry_cap, self.settings.retry_base * 2.0 ** (attempt - 1))
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter
+
+    def settle(self, outcome: Outcome) -> None:
+        """Record a final (or, at a stop, deferred) outcome and count it."""
+        self.note(outcome)
+        if outcome.state == "sent":
+            self.report.sent += 1
+            self.progress.sent += 1
+            self.consecutive_failures = 0
+            self.pace.speed_up()
+        elif outcome.state == "failed":
+            self.report.failed += 1
+            self.progress.failed += 1
+            self.report.failures.append(outcome)
+            if outcome.bounced:
+                self.report.bounced += 1
+                self.progress.bounced += 1
+            self.count_failure(outcome.reply)
+        self.finish(outcome.recipient)
+
+    def count_failure(self, reply: str) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.settings.pause_after:
+            self.halt(
+                "paused",
+                f"{self.consecutive_failures} failures in a row, the last: {reply}",
+            )
+
+
+async def dispatch(
+    recipients: Iterable[Recipient],
+    render: Callable[[Recipient], bytes],
+    transport: Transport,
+    journal: Journal,
+    settings: DispatchSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> DispatchReport:
+    """Send ``render(recipient)`` to each of ``recipients`` through ``transport``,
+    recording every step in ``journal``; stop cleanly when ``stop`` is set."""
+    run = _Dispatch(
+        recipients,
+        render,
+        transport,
+        journal,
+        settings,
+        stop or asyncio.Event(),
+        on_progress,
+    )
+    return await run.run()

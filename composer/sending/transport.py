@@ -1,0 +1,207 @@
+"""The one place where mail leaves the program: a small interface and two implementations.
+
+:class:`SmtpTransport` speaks SMTP through aiosmtplib, one client per connection
+(a client is not safe to share between concurrent senders). :class:`FolderTransport`
+writes each message into a folder like the outbox does: a real implementation, for
+runs that must not touch a network.
+
+aiosmtplib's exceptions are translated into :mod:`composer.errors` here and nowhere
+else, in :func:`_translate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from composer.config import SmtpSettings
+from composer.errors import (
+    SendError,
+    SmtpAuthError,
+    SmtpConnectError,
+    SmtpConnectionLost,
+    SmtpReplyError,
+)
+from composer.sending.outbox import MessageFolder
+
+
+class Connection(Protocol):
+    """One open session with a mail server, used by one sender at a time."""
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
+        """Deliver ``message`` to ``recipient``; the server's 2xx code and reply.
+
+        Raises :class:`SmtpReplyError` when the server refuses this message (the
+        connection stays usable), :class:`SmtpConnectionLost` when the connection must
+        be discarded, :class:`SmtpAuthError` if the server wants a login it refuses.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Say goodbye if possible and release the connection; never raises."""
+        ...
+
+
+class Transport(Protocol):
+    """Opens connections to one mail server."""
+
+    description: str
+
+    async def connect(self) -> Connection:
+        """A new connection, logged in and encrypted as configured; raises
+        :class:`SmtpConnectError` or :class:`SmtpAuthError`."""
+        ...
+
+
+class SmtpTransport:
+    """Connections to the ``[smtp]`` server: no TLS, STARTTLS (required, never
+    opportunistic) or implicit TLS, certificates verified, a timeout on every step."""
+
+    def __init__(self, settings: SmtpSettings, password: str | None = None) -> None:
+        self.settings = settings
+        self.password = password
+        self.description = f"{settings.host}:{settings.port} ({settings.security})"
+        if settings.username and not password:
+            raise SmtpAuthError(
+                f"[smtp] username is set but ${settings.password_env} is empty;"
+                f" export {settings.password_env}=… before sending"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: SmtpSettings) -> SmtpTransport:
+        """A transport whose password comes from the variable ``password_env`` names."""
+        return cls(settings, os.environ.get(settings.password_env) or None)
+
+    async def connect(self) -> Connection:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            # Explicit: aiosmtplib's default (None) upgrades only when the server offers
+            # STARTTLS, so a stripped offer would send the password in clear.
+            start_tls=s.security == "starttls",
+            validate_certs=True,
+            username=s.username or None,
+            password=self.password if s.username else None,
+            local_hostname="localhost" if s.host in ("127.0.0.1", "localhost", "::1") else None,
+        )
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            client.close()
+            raise _translate(exc, "CONNECT", self.description) from exc
+        return SmtpConnection(client, self.description)
+
+
+class SmtpConnection:
+    """One aiosmtplib client. After a refused message it sends RSET before the next."""
+
+    def __init__(self, client: aiosmtplib.SMTP, description: str) -> None:
+        self.client = client
+        self.description = description
+        self._needs_reset = False
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
+        stage = "RSET"
+        try:
+            if self._needs_reset:
+                await self.client.rset()
+                self._needs_reset = False
+            stage = "MAIL"
+            await self.client.mail(sender)
+            stage = "RCPT"
+            await self.client.rcpt(recipient)
+            stage = "DATA"
+            response = await self.client.data(message)
+        except (aiosmtplib.SMTPException, OSError, asyncio.IncompleteReadError) as exc:
+            error = _translate(exc, stage, self.description)
+            if isinstance(error, SmtpReplyError):
+                self._needs_reset = True
+            raise error from exc
+        return response.code, response.message
+
+    async def close(self) -> None:
+        try:
+            if self.client.is_connected:
+                await self.client.quit(timeout=2)
+        except (aiosmtplib.SMTPException, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.client.close()
+
+
+def _translate(exc: BaseException, stage: str, server: str) -> SendError:
+    """The :mod:`composer.errors` exception for what aiosmtplib (or the socket) raised."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SmtpAuthError(
+            f"{server} refused the login: {exc.code} {exc.message}; check [smtp] username"
+            " and the password variable (not retried, so the account is not locked)",
+            code=exc.code,
+            reply=exc.message,
+        )
+    if isinstance(exc, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        return SmtpConnectionLost(
+            f"{server} did not answer {stage} in time", reply="timed out", timeout=True
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code == 421 or stage in ("CONNECT", "RSET"):
+            if stage == "CONNECT" and exc.code != 421:
+                return SmtpConnectError(
+                    f"{server} refused the session: {exc.code} {exc.message}",
+                    code=exc.code,
+                    reply=exc.message,
+                )
+            return SmtpConnectionLost(
+                f"{server} closed the session at {stage}: {exc.code} {exc.message}",
+                code=exc.code,
+                reply=exc.message,
+            )
+        return SmtpReplyError(
+            f"{server} refused {stage}: {exc.code} {exc.message}",
+            code=exc.code,
+            reply=exc.message,
+            stage=stage,
+        )
+    if stage == "CONNECT":
+        detail = str(exc) or type(exc).__name__
+        return SmtpConnectError(
+            f"cannot connect to {server}: {detail}; is the server running"
+            " (`newsletter outbox` for the shipped config)?",
+            reply=detail,
+        )
+    return SmtpConnectionLost(
+        f"{server} dropped the connection at {stage}: {exc or type(exc).__name__}",
+        reply=str(exc) or "connection lost",
+    )
+
+
+class FolderTransport:
+    """Stores each message as a ``.eml`` file under ``path``, as the outbox does."""
+
+    def __init__(self, path: Path) -> None:
+        self.folder = MessageFolder(path)
+        self.description = f"folder {path}"
+
+    async def connect(self) -> Connection:
+        return FolderConnection(self.folder)
+
+
+class FolderConnection:
+    """A 'connection' that writes files; it accepts every message."""
+
+    def __init__(self, folder: MessageFolder) -> None:
+        self.folder = folder
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
+        path = self.folder.store([recipient], message)
+        return 250, f"Stored as {path.name}"
+
+    async def close(self) -> None:
+        return None
