@@ -1,0 +1,182 @@
+"""What ``send``, ``send-test`` and ``status`` print: the confirmation, the live
+progress bar, the summary and the status table, with rich. Only counts and replies
+come in; nothing here sends or records anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from composer.sending.dispatch import DispatchReport
+from composer.sending.dispatch import Progress as Counts
+from composer.sending.journal import DispatchStatus
+from composer.sending.send import SendPlan, SendResult
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def confirm_plan(plan: SendPlan, *, dry_run: bool, assume_yes: bool) -> bool:
+    """Show what is about to happen; True when it should go ahead."""
+    issue = plan.issue.issue
+    console.print(f"Issue:    {plan.issue.subject} ({issue.slug})")
+    console.print(f"Segment:  {plan.segment}: {plan.active:,} active subscribers")
+    if plan.done:
+        console.print(f"Already:  {plan.done:,} recorded as sent or failed, skipped")
+    console.print(f"To send:  {plan.to_send:,} messages via {plan.server}")
+    if dry_run:
+        console.print("Dry run: nothing sent.")
+        return False
+    if plan.to_send == 0:
+        console.print("Nothing to send.")
+        return False
+    return assume_yes or click.confirm(f"Send to {plan.to_send:,} subscribers?", default=False)
+
+
+class ProgressDisplay:
+    """A live bar: sent of total, deferred, failed, rate and time left."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]Sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.bar.__exit__(exc_type, exc, tb)
+
+    def start(self, plan: SendPlan) -> None:
+        self.task = self.bar.add_task("send", total=plan.to_send, counts="")
+
+    def update(self, counts: Counts) -> None:
+        if self.task is None:
+            return
+        self.bar.update(
+            self.task,
+            completed=counts.sent + counts.failed,
+            counts=(
+                f"sent {counts.sent:,}  deferred {counts.deferred:,}  failed {counts.failed:,}"
+                f"  {counts.rate:,.0f}/s"
+            ),
+        )
+
+
+def progress_display() -> ProgressDisplay:
+    return ProgressDisplay()
+
+
+def print_send_result(result: SendResult, issue_path: Path) -> bool:
+    """The summary of a dispatch; True when every recipient got the issue."""
+    report = result.report
+    table = Table(title=f"{result.plan.issue.issue.slug} to {result.plan.segment}")
+    for column in ("sent", "failed", "bounced", "deferred", "not attempted", "time"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{report.sent:,}",
+        f"{report.failed:,}",
+        f"{report.bounced:,}",
+        f"{report.deferred:,}",
+        f"{report.not_attempted:,}",
+        f"{report.elapsed:.1f}s",
+    )
+    console.print(table)
+    _print_failures(report)
+    again = f"newsletter send {issue_path}"
+    if report.stopped == "interrupted":
+        errors.print(
+            f"Stopped after the messages in flight; run `{again}` to resume"
+            " (no one already sent gets it twice)."
+        )
+    elif report.stopped == "paused":
+        errors.print(f"Paused: {report.reason}. Fix the cause, then run `{again}` to resume.")
+    elif report.complete:
+        console.print(f"Sent to all {report.sent:,} recipients.")
+        return True
+    else:
+        errors.print(
+            f"{report.failed:,} of {report.sent + report.failed:,} failed;"
+            f" see `newsletter status {issue_path}`; `{again} --retry-failed` tries the"
+            " temporary ones again."
+        )
+    return False
+
+
+def print_test_report(report: DispatchReport, count: int) -> bool:
+    """One line per test address that failed; True when all were sent."""
+    _print_failures(report)
+    if report.sent == count:
+        console.print(f"Test sent to {count} address{'es' if count > 1 else ''}.")
+        return True
+    errors.print(f"Test: {report.sent} of {count} sent, {report.failed} failed.")
+    return False
+
+
+def print_status(status: DispatchStatus, issue_path: Path) -> None:
+    """The journal's counts for one issue and every failure with the server's reply."""
+    if status.segment is None:
+        console.print(f"{status.issue}: never sent.")
+        return
+    counts = status.counts
+    state = "running now" if status.running else (status.last_result or "not running")
+    console.print(f"{status.issue} to {status.segment}: {state}")
+    table = Table()
+    for column in ("sent", "in flight at a crash", "deferred", "failed", "not yet attempted"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{counts['sent']:,}",
+        f"{counts['sending']:,}",
+        f"{counts['deferred']:,}",
+        f"{counts['failed']:,}",
+        f"{status.not_attempted:,}",
+    )
+    console.print(table)
+    if status.failures:
+        failures = Table(title="Not delivered")
+        for column in ("address", "state", "attempts", "server reply", "retry?"):
+            failures.add_column(column)
+        for row in status.failures:
+            failures.add_row(
+                row.email,
+                row.state,
+                str(row.attempts),
+                f"{row.code or ''} {row.reply}".strip(),
+                "yes" if row.retryable else "no",
+            )
+        console.print(failures)
+    left = counts["sending"] + counts["deferred"] + status.not_attempted
+    if left and not status.running:
+        console.print(f"Run `newsletter send {issue_path}` to resume.")
+
+
+def _print_failures(report: DispatchReport) -> None:
+    for outcome in report.failures[:20]:
+        errors.print(f"  {outcome.recipient.email}: {outcome.code or ''} {outcome.reply}".rstrip())
+    if len(report.failures) > 20:
+        errors.print(f"  … and {len(report.failures) - 20:,} more (newsletter status)")

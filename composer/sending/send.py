@@ -1,0 +1,237 @@
+"""``send``, ``send-test`` and ``status``: the dispatch, read top to bottom.
+
+compose each tier once → serialise each once (MessageTemplate)
+  → take the issue's lock in the journal → stream active subscribers, skipping
+    those already recorded → dispatch → release the lock with the result
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from composer.composing.load import load_issue
+from composer.composing.pipeline import ComposedIssue, compose_file
+from composer.config import Config
+from composer.model import Tier
+from composer.sending import Recipient
+from composer.sending.dispatch import (
+    DispatchReport,
+    DispatchSettings,
+    MemoryJournal,
+    Progress,
+    dispatch,
+)
+from composer.sending.journal import DispatchStatus, SqliteDispatchJournal
+from composer.sending.personalise import MessageTemplate
+from composer.sending.transport import SmtpTransport, Transport
+from composer.store import Segment, SubscriberStore, open_store, segment_tiers
+from composer.unsubscribe import UnsubscribeLinks
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """What ``send`` is about to do, for the confirmation."""
+
+    issue: ComposedIssue
+    segment: Segment
+    active: int  # active subscribers in the segment
+    done: int  # of those, already recorded as sent (or failed, not to be retried)
+    server: str
+
+    @property
+    def to_send(self) -> int:
+        return max(0, self.active - self.done)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    plan: SendPlan
+    report: DispatchReport
+
+
+def dispatch_settings(
+    config: Config, concurrency: int | None = None, rate: float | None = None
+) -> DispatchSettings:
+    """The ``[send]`` settings, with the command line's overrides."""
+    return DispatchSettings(
+        sender=config.newsletter.sender.addr_spec,
+        concurrency=concurrency or config.send.concurrency,
+        rate_per_second=config.send.rate_per_second if rate is None else rate,
+        max_attempts=config.send.max_attempts,
+    )
+
+
+def plan_send(
+    issue_path: Path, config: Config, segment: Segment, *, retry_failed: bool = False
+) -> SendPlan:
+    """Compose the issue and count who would get it; sends nothing."""
+    composed = compose_file(issue_path, config, "paid")
+    with (
+        open_store(config.subscribers) as store,
+        SqliteDispatchJournal(config.subscribers.database, composed.issue.slug) as journal,
+    ):
+        active = store.count_active(segment)
+        done = sum(
+            1 for _ in _recipients(store, journal, segment, retry_failed=retry_failed, skipped=True)
+        )
+    return SendPlan(
+        composed, segment, active, done, SmtpTransport.from_settings(config.smtp).description
+    )
+
+
+def send_issue(
+    issue_path: Path,
+    config: Config,
+    segment: Segment,
+    *,
+    settings: DispatchSettings | None = None,
+    retry_failed: bool = False,
+    transport: Transport | None = None,
+    on_start: Callable[[SendPlan], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SendResult:
+    """Dispatch the issue to every active subscriber of ``segment`` not yet recorded as
+    sent. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight."""
+    settings = settings or dispatch_settings(config)
+    transport = transport or SmtpTransport.from_settings(config.smtp)
+    links = UnsubscribeLinks.from_config(config)
+    variants = {tier: compose_file(issue_path, config, tier) for tier in segment_tiers(segment)}
+    templates = {
+        tier: MessageTemplate.build(composed, config, links=links)
+        for tier, composed in variants.items()
+    }
+    first = variants[segment_tiers(segment)[-1]]
+    slug = first.issue.slug
+
+    def render(recipient: Recipient) -> bytes:
+        return templates[recipient.tier].render(recipient)
+
+    with (
+        open_store(config.subscribers) as store,
+        SqliteDispatchJournal(config.subscribers.database, slug, store) as journal,
+    ):
+        journal.acquire(segment)
+        active = store.count_active(segment)
+        done = sum(1 for _ in _recipients(store, journal, segment, retry_failed, skipped=True))
+        plan = SendPlan(first, segment, active, done, transport.description)
+        if on_start is not None:
+            on_start(plan)
+        recipients = _recipients(store, journal, segment, retry_failed)
+        report = _run(recipients, render, transport, journal, settings, on_progress)
+        journal.release(_describe(report))
+    return SendResult(plan, report)
+
+
+def send_test(
+    issue_path: Path,
+    config: Config,
+    tier: Tier,
+    to: Sequence[str],
+    *,
+    transport: Transport | None = None,
+) -> DispatchReport:
+    """Send the issue, subject prefixed ``[TEST]``, to ``to`` only; nothing is journalled."""
+    composed = compose_file(issue_path, config, tier)
+    template = MessageTemplate.build(
+        composed,
+        config,
+        links=UnsubscribeLinks.from_config(config),
+        subject_prefix="[TEST] ",
+        unique_ids=True,
+    )
+    settings = dispatch_settings(config)
+    settings = replace(settings, concurrency=max(1, min(settings.concurrency, len(to))))
+    recipients = [Recipient(email=address, key=address, tier=tier) for address in to]
+    return _run(
+        recipients,
+        template.render,
+        transport or SmtpTransport.from_settings(config.smtp),
+        MemoryJournal(),
+        settings,
+        None,
+    )
+
+
+def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
+    """Where the dispatch of the issue at ``issue_path`` stands."""
+    slug = load_issue(issue_path).slug
+    with SqliteDispatchJournal(config.subscribers.database, slug) as journal:
+        return journal.status()
+
+
+def _recipients(
+    store: SubscriberStore,
+    journal: SqliteDispatchJournal,
+    segment: Segment,
+    retry_failed: bool,
+    *,
+    skipped: bool = False,
+) -> Iterator[Recipient]:
+    """The active subscribers still to send to (or, with ``skipped``, those to skip),
+    a page at a time: sent ones never, failed ones only with ``retry_failed`` when
+    their failure was retryable."""
+    page: list[Recipient] = []
+
+    def flush() -> Iterator[Recipient]:
+        states = journal.states([r.journal_id for r in page])
+        for recipient in page:
+            state, retryable = states.get(recipient.journal_id, ("pending", False))
+            finished = state == "sent" or (state == "failed" and not (retry_failed and retryable))
+            if finished == skipped:
+                yield recipient
+        page.clear()
+
+    for subscriber in store.iter_active(segment, batch_size=PAGE):
+        page.append(
+            Recipient(
+                email=subscriber.email,
+                name=subscriber.name,
+                key=subscriber.key,
+                tier=subscriber.tier,
+                subscriber_id=subscriber.id,
+            )
+        )
+        if len(page) >= PAGE:
+            yield from flush()
+    yield from flush()
+
+
+def _run(
+    recipients: Sequence[Recipient] | Iterator[Recipient],
+    render: Callable[[Recipient], bytes],
+    transport: Transport,
+    journal: MemoryJournal | SqliteDispatchJournal,
+    settings: DispatchSettings,
+    on_progress: Callable[[Progress], None] | None,
+) -> DispatchReport:
+    async def main() -> DispatchReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handled = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, stop.set)
+                handled.append(signum)
+            except (ValueError, RuntimeError):  # not the main thread: no signals to catch
+                pass
+        try:
+            return await dispatch(
+                recipients, render, transport, journal, settings, stop=stop, on_progress=on_progress
+            )
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def _describe(report: DispatchReport) -> str:
+    if report.stopped:
+        return f"{report.stopped}: {report.reason}"
+    return "complete" if report.complete else f"{report.failed} failed"
