@@ -158,18 +158,17 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
     )
     console.print(table)
     if status.failures:
-        failures = Table(title="Not delivered")
-        for column in ("address", "state", "attempts", "server reply", "retry?"):
-            failures.add_column(column)
+        # Plain lines, not a table: a reply is long, and these get grepped and pasted.
+        console.print("Not delivered:")
         for row in status.failures:
-            failures.add_row(
-                row.email,
-                row.state,
-                str(row.attempts),
-                f"{row.code or ''} {row.reply}".strip(),
-                "yes" if row.retryable else "no",
+            retry = "retried by --retry-failed" if row.retryable else "not retried"
+            attempts = f"{row.attempts} attempt{'s' if row.attempts != 1 else ''}"
+            console.print(
+                f"  {row.email}  {row.state} after {attempts}:"
+                f" {row.code or ''} {row.reply}".rstrip()
+                + f" ({retry})",
+                soft_wrap=True,
             )
-        console.print(failures)
     left = counts["sending"] + counts["deferred"] + status.not_attempted
     if left and not status.running:
         console.print(f"Run `newsletter send {issue_path}` to resume.")

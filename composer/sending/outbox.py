@@ -68,12 +68,13 @@ class OutboxHandler:
         return f"250 2.0.0 Stored as {path.name}"
 
 
-async def start_smtp_server(handler: Any, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port`` (0 for a free port) with an aiosmtpd session per connection."""
+async def start_smtp_server(handler: Any, host: str, port: int, **options: Any) -> asyncio.Server:
+    """Listen on ``host:port`` (0 for a free port) with an aiosmtpd session per connection;
+    ``options`` go to aiosmtpd's ``SMTP`` (authentication, TLS)."""
     loop = asyncio.get_running_loop()
     # A fixed hostname: aiosmtpd's default looks up this machine's FQDN in the DNS.
     return await loop.create_server(
-        lambda: SMTP(handler, hostname="outbox.localhost", ident="newsletter outbox"),
+        lambda: SMTP(handler, hostname="outbox.localhost", ident="newsletter outbox", **options),
         host=host,
         port=port,
     )
