@@ -21,6 +21,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -172,42 +173,70 @@ class _Dispatch:
         self._buffer: list[Outcome] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
+        self._committing = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     # -- the journal, group-committed ---------------------------------------------------
 
     def note(self, outcome: Outcome) -> None:
         """Buffer ``outcome`` for the next commit."""
         self._buffer.append(outcome)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            # call_soon runs after every worker already woken in this loop turn has had
-            # its say, so one commit carries all their changes.
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._kick()
 
-    async def committed(self, outcome: Outcome) -> None:
+    async def committed(self, outcome: Outcome | None = None) -> None:
         """Buffer ``outcome`` and wait until it (and everything before it) is committed."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self.note(outcome)
+        if outcome is not None:
+            self._buffer.append(outcome)
+        self._kick()
         await waiter
 
-    def _flush(self) -> None:
+    def _kick(self) -> None:
+        if self._committing or self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        # call_soon runs after every worker already woken in this loop turn has had its
+        # say, so one commit carries all their changes.
+        asyncio.get_running_loop().call_soon(self._start_commit)
+
+    def _start_commit(self) -> None:
         self._flush_scheduled = False
+        if self._committing or not (self._buffer or self._waiters):
+            return
         batch, self._buffer = self._buffer, []
         waiters, self._waiters = self._waiters, []
-        try:
-            if batch:
-                self.journal.record(batch)
-        except BaseException as exc:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            raise
+        self._committing = True
+        # The commit waits for the disk on the journal's own thread while this loop goes
+        # on talking SMTP; changes made meanwhile form the next commit.
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._writer, self.journal.record, batch)
+        future.add_done_callback(lambda done: self._finish_commit(done, waiters))
+
+    def _finish_commit(
+        self, done: asyncio.Future[None], waiters: list[asyncio.Future[None]]
+    ) -> None:
+        self._committing = False
+        failure = done.exception()
         for waiter in waiters:
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if failure is not None:
+                waiter.set_exception(failure)
+            else:
                 waiter.set_result(None)
+        if failure is not None:
+            self.halt("paused", f"cannot write the journal: {failure}")
+            return
         if self.on_progress is not None:
             self.on_progress(self.progress)
+        if self._buffer or self._waiters:
+            self._kick()
+
+    async def drain(self) -> None:
+        """Wait until every buffered outcome is committed."""
+        while self._buffer or self._committing:
+            await self.committed()
 
     # -- the run ------------------------------------------------------------------------
 
@@ -232,7 +261,10 @@ class _Dispatch:
             producer.cancel()
             for handle in self.retries.values():
                 handle.cancel()
-            self._flush()
+            try:
+                await self.drain()
+            finally:
+                self._writer.shutdown(wait=True)
         self.report.deferred += len(self.retries)
         self.report.elapsed = time.monotonic() - self.progress.started
         if self.fatal is not None:

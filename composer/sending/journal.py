@@ -29,8 +29,8 @@ from typing import cast
 
 from composer.errors import DispatchLocked, StoreError
 from composer.sending import STATES, Outcome, State
-from composer.store import Segment, SubscriberStore, segment_tiers
-from composer.store.sqlite import SqliteSubscriberStore
+from composer.store import Segment, segment_tiers
+from composer.store.sqlite import SqliteSubscriberStore, mark_bounced
 
 LOCK_STALE_SECONDS = 30.0
 HEARTBEAT_SECONDS = 2.0
@@ -80,22 +80,25 @@ class DispatchStatus:
 class SqliteDispatchJournal:
     """The journal of one issue in the subscriber database; see the module docstring."""
 
-    def __init__(self, path: Path, issue: str, store: SubscriberStore | None = None) -> None:
-        if store is None:
-            # Opening the store runs the schema migrations the journal's tables come from.
-            SqliteSubscriberStore(path).close()
-        self.store = store
+    def __init__(self, path: Path, issue: str) -> None:
+        # Opening the store runs the schema migrations the journal's tables come from.
+        SqliteSubscriberStore(path).close()
         self.path = path
         self.issue = issue
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
+            # Writes may come from the dispatcher's journal thread (one at a time), so the
+            # loop keeps talking SMTP while a commit waits for the disk; reads
+            # (``states``, ``status``) use their own connection on the caller's thread.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute("PRAGMA journal_mode = WAL")
             # FULL: each commit reaches the disk, so a power cut loses no recorded 250.
             self._db.execute("PRAGMA synchronous = FULL")
+            self._reads = sqlite3.connect(path, isolation_level=None)
+            self._reads.execute("PRAGMA busy_timeout = 10000")
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the dispatch journal ({exc})") from exc
 
@@ -115,6 +118,7 @@ class SqliteDispatchJournal:
         if self._locked:
             self.release()
         self._db.close()
+        self._reads.close()
 
     def acquire(self, segment: Segment) -> None:
         """Take this issue's dispatch lock, or raise :class:`DispatchLocked`."""
@@ -167,7 +171,7 @@ class SqliteDispatchJournal:
         if not subscriber_ids:
             return {}
         marks = ",".join("?" * len(subscriber_ids))
-        rows = self._db.execute(
+        rows = self._reads.execute(
             f"SELECT subscriber_id, state, retryable FROM deliveries WHERE issue = ?"
             f" AND subscriber_id IN ({marks})",
             (self.issue, *subscriber_ids),
@@ -175,11 +179,12 @@ class SqliteDispatchJournal:
         return {sid: (cast(State, state), bool(retryable)) for sid, state, retryable in rows}
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
-        """Write ``outcomes`` in one transaction; then a bounced outcome marks its
-        subscriber bounced in the store, so later issues skip them."""
+        """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
+        its subscriber bounced, so later issues skip them. Safe to call from one other
+        thread at a time."""
         stamp = _now()
-        rows = []
-        bounces = []
+        rows: list[tuple[object, ...]] = []
+        bounces: list[tuple[str, str]] = []
         for outcome in outcomes:
             recipient = outcome.recipient
             rows.append(
@@ -199,33 +204,43 @@ class SqliteDispatchJournal:
                 reason = f"bounced by {self.issue}: {outcome.code} {outcome.reply}"[:500]
                 bounces.append((recipient.key, reason))
         now = time.time()
+        try:
+            self._write(rows, bounces, now)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"{self.path}: cannot record the dispatch ({exc}); nothing more is sent."
+                " Free disk space or fix the file, then rerun the same command to resume"
+            ) from exc
+
+    def _write(
+        self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now: float
+    ) -> None:
         with _transaction(self._db):
             self._db.executemany(_UPSERT, rows)
+            if bounces:
+                mark_bounced(self._db, bounces)
             if self._locked and now - self._last_heartbeat > HEARTBEAT_SECONDS:
                 self._db.execute(
                     "UPDATE dispatch_locks SET heartbeat_at = ? WHERE issue = ? AND owner = ?",
                     (now, self.issue, self.owner),
                 )
                 self._last_heartbeat = now
-        if self.store is not None:
-            for key, reason in bounces:
-                self.store.mark_status(key, "bounced", reason)
 
     def status(self) -> DispatchStatus:
         """Counts, what is left, and the failures of this issue's dispatch."""
         counts: dict[State, int] = dict.fromkeys(STATES, 0)
-        for state, count in self._db.execute(
+        for state, count in self._reads.execute(
             "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (self.issue,)
         ):
             counts[cast(State, state)] = count
-        row = self._db.execute(
+        row = self._reads.execute(
             "SELECT segment, last_result FROM dispatches WHERE issue = ?", (self.issue,)
         ).fetchone()
         segment = cast(Segment, row[0]) if row else None
         not_attempted = 0
         if segment is not None:
             tiers = segment_tiers(segment)
-            not_attempted = self._db.execute(
+            not_attempted = self._reads.execute(
                 "SELECT count(*) FROM subscribers AS s WHERE s.status = 'active' AND s.tier IN"
                 f" ({','.join('?' * len(tiers))}) AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
                 " WHERE d.issue = ? AND d.subscriber_id = s.id)",
@@ -242,14 +257,14 @@ class SqliteDispatchJournal:
                 retryable=bool(retryable),
                 updated_at=updated,
             )
-            for sid, email, state, attempts, code, reply, retryable, updated in self._db.execute(
+            for sid, email, state, attempts, code, reply, retryable, updated in self._reads.execute(
                 "SELECT subscriber_id, email, state, attempts, code, reply, retryable, updated_at"
                 " FROM deliveries WHERE issue = ? AND state IN ('failed', 'deferred')"
                 " ORDER BY state, subscriber_id",
                 (self.issue,),
             )
         ]
-        lock = self._db.execute(
+        lock = self._reads.execute(
             "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
         ).fetchone()
         running = lock is not None and not _stale(

@@ -114,7 +114,7 @@ def send_issue(
 
     with (
         open_store(config.subscribers) as store,
-        SqliteDispatchJournal(config.subscribers.database, slug, store) as journal,
+        SqliteDispatchJournal(config.subscribers.database, slug) as journal,
     ):
         journal.acquire(segment)
         active = store.count_active(segment)

@@ -94,6 +94,8 @@ class SmtpTransport:
         )
         try:
             await client.connect()
+            if client.last_ehlo_response is None and client.last_helo_response is None:
+                await client.ehlo()
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             client.close()
             raise _translate(exc, "CONNECT", self.description) from exc
@@ -109,21 +111,36 @@ class SmtpConnection:
         self._needs_reset = False
 
     async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
+        # The transaction is spelled out with the client's public execute_command, and
+        # the message is dot-stuffed here in one pass: aiosmtplib's data() re-parses
+        # both addresses and runs two regular expressions over the whole message,
+        # about 0.7 ms a message, more than everything else in the hot loop together.
+        # ``message`` is already CRLF-only (MessageTemplate guarantees it).
+        client = self.client
         stage = "RSET"
         try:
             if self._needs_reset:
-                await self.client.rset()
+                await client.rset()
                 self._needs_reset = False
             stage = "MAIL"
-            await self.client.mail(sender)
+            _expect(await client.execute_command(b"MAIL", b"FROM:<%s>" % _ascii(sender)), stage)
             stage = "RCPT"
-            await self.client.rcpt(recipient)
+            _expect(await client.execute_command(b"RCPT", b"TO:<%s>" % _ascii(recipient)), stage)
             stage = "DATA"
-            response = await self.client.data(message)
+            _expect(await client.execute_command(b"DATA"), stage, 354)
+            protocol = client.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            stage = "end of DATA"
+            protocol.write(dot_stuff(message) + b".\r\n")
+            response = await protocol.read_response(timeout=client.timeout)
+            _expect(response, stage)
         except (aiosmtplib.SMTPException, OSError, asyncio.IncompleteReadError) as exc:
             error = _translate(exc, stage, self.description)
             if isinstance(error, SmtpReplyError):
                 self._needs_reset = True
+            else:
+                client.close()
             raise error from exc
         return response.code, response.message
 
@@ -135,6 +152,29 @@ class SmtpConnection:
             pass
         finally:
             self.client.close()
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """``message`` (CRLF line endings) with every line that starts with a dot given a
+    second one, and a final CRLF, as DATA requires (RFC 5321 section 4.5.2)."""
+    if message.startswith(b"."):
+        message = b"." + message
+    message = message.replace(b"\r\n.", b"\r\n..")
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+def _ascii(address: str) -> bytes:
+    try:
+        return address.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise aiosmtplib.SMTPNotSupported(f"{address!r} needs SMTPUTF8") from exc
+
+
+def _expect(response: aiosmtplib.SMTPResponse, stage: str, code: int = 250) -> None:
+    """Raise what aiosmtplib's own mail/rcpt/data would for an unexpected reply."""
+    if response.code == code or (stage == "RCPT" and response.code == 251):
+        return
+    raise aiosmtplib.SMTPResponseException(response.code, response.message)
 
 
 def _translate(exc: BaseException, stage: str, server: str) -> SendError:

@@ -332,6 +332,18 @@ class SqliteSubscriberStore:
         return counts
 
 
+def mark_bounced(db: sqlite3.Connection, bounces: Iterable[tuple[str, str]]) -> None:
+    """Mark each ``(key, reason)`` subscriber bounced on ``db``, inside the caller's
+    transaction: the dispatch journal records a 5.1.x reply and the bounce atomically.
+    Only an active subscriber moves, as :meth:`SqliteSubscriberStore.mark_status` does."""
+    now = _now()
+    db.executemany(
+        "UPDATE subscribers SET status = 'bounced', status_changed_at = ?, status_reason = ?"
+        " WHERE key = ? AND status = 'active'",
+        ((now, reason, key) for key, reason in bounces),
+    )
+
+
 def _now() -> str:
     return _text(dt.datetime.now(dt.UTC))
 

@@ -1,0 +1,179 @@
+"""Benchmark `send`: the example issue to generated subscribers through Postfix's smtp-sink,
+against Postfix's own smtp-source (10 sessions, same message size) as the ceiling.
+
+    .venv/bin/python bench/dispatch.py                           # 20,000 subscribers
+    .venv/bin/python bench/dispatch.py --subscribers 20000 200000 --concurrency 10
+
+Needs /usr/sbin/smtp-sink and /usr/sbin/smtp-source (package postfix); the test
+suite does not. Each size runs in a fresh subprocess, so its peak RSS is its own;
+memory that does not grow with the list shows as equal peaks across sizes. Every
+third subscriber is paid, the rest free, so both editions are composed and sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SINK = "/usr/sbin/smtp-sink"
+SOURCE = "/usr/sbin/smtp-source"
+EXAMPLE = ROOT / "issues" / "2024-05-03-example.md"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    command = [SINK, "-m", "200", f"127.0.0.1:{port}", "512"]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "nobody"]
+    sink = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sink
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def write_config(folder: Path, port: int, concurrency: int) -> Path:
+    config = folder / "config.toml"
+    text = (ROOT / "config.toml").read_text(encoding="utf-8")
+    text = text.replace("port = 1025", f"port = {port}")
+    text = text.replace("concurrency = 8", f"concurrency = {concurrency}")
+    text = text.replace('database = "subscribers.db"', 'database = "bench.db"')
+    text = text.replace("[newsletter]", f'[newsletter]\ntemplates = "{ROOT / "templates"}"', 1)
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def populate(config_path: Path, count: int) -> None:
+    from composer.config import load_config
+    from composer.store import NewSubscriber, open_store
+
+    with open_store(load_config(config_path).subscribers) as store:
+        store.import_many(
+            (
+                NewSubscriber(
+                    email=f"reader{n}@example{n % 50}.com",
+                    key=f"reader{n}@example{n % 50}.com",
+                    name=f"Reader Number {n}",
+                    tier="paid" if n % 3 == 0 else "free",
+                )
+                for n in range(count)
+            ),
+            batch_size=5000,
+        )
+
+
+def measure(config_path: Path) -> dict[str, float]:
+    """Run one dispatch in this process and report its rate and peak RSS."""
+    from composer.config import load_config
+    from composer.sending.send import send_issue
+
+    config = load_config(config_path)
+    started = time.perf_counter()
+    result = send_issue(EXAMPLE, config, "all")
+    seconds = time.perf_counter() - started
+    report = result.report
+    return {
+        "sent": report.sent,
+        "failed": report.failed,
+        "seconds": round(seconds, 2),
+        "dispatch_seconds": round(report.elapsed, 2),
+        "per_second": round(report.sent / report.elapsed),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def message_size(config_path: Path) -> int:
+    from composer.composing.pipeline import compose_file
+    from composer.config import load_config
+    from composer.sending import Recipient
+    from composer.sending.personalise import MessageTemplate
+    from composer.unsubscribe import UnsubscribeLinks
+
+    config = load_config(config_path)
+    template = MessageTemplate.build(
+        compose_file(EXAMPLE, config, "paid"), config, links=UnsubscribeLinks.from_config(config)
+    )
+    return len(template.render(Recipient("reader1@example1.com", "Reader", "reader1@example1.com")))
+
+
+def smtp_source(port: int, messages: int, size: int) -> dict[str, float]:
+    started = time.perf_counter()
+    subprocess.run(
+        [SOURCE, "-s", "10", "-m", str(messages), "-l", str(size), "-f", "news@example.com",
+         "-t", "reader@example.org", f"127.0.0.1:{port}"],
+        check=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    return {
+        "messages": messages,
+        "seconds": round(seconds, 2),
+        "per_second": round(messages / seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[20_000])
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    for tool in (SINK, SOURCE):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found; install postfix to run this benchmark")
+    os.environ.setdefault("NEWSLETTER_SECRET", "bench-" + "x" * 40)
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            config_path = write_config(Path(folder), port, args.concurrency)
+            size = message_size(config_path)
+            print(f"message size {size:,} bytes; smtp-sink on 127.0.0.1:{port}")
+            ceiling = smtp_source(port, min(args.subscribers), size)
+            print(f"smtp-source, 10 sessions: {json.dumps(ceiling)}")
+            for count in args.subscribers:
+                (Path(folder) / "bench.db").unlink(missing_ok=True)
+                populate(config_path, count)
+                run = subprocess.run(
+                    [sys.executable, __file__, "--measure", str(config_path)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                figures = json.loads(run.stdout.strip().splitlines()[-1])
+                ratio = figures["per_second"] / ceiling["per_second"]
+                print(
+                    f"send, {count:,} subscribers, concurrency {args.concurrency}:"
+                    f" {json.dumps(figures)}; {ratio:.2f} of smtp-source"
+                )
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+if __name__ == "__main__":
+    main()
