@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/newsletter build issues/2024-05-03-example.md --tier paid
 	$(BIN)/newsletter build issues/2024-05-03-example.md --tier free --out build/free
 	$(BIN)/newsletter check issues/2024-05-03-example.md
+	bash samples/demo.sh
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -381,3 +381,52 @@ def test_a_killed_dispatch_resumes_with_no_one_missed_and_at_most_concurrency_du
     assert duplicates <= 4, f"{duplicates} duplicates with 4 connections"
     status = CliRunner().invoke(cli, ["status", str(EXAMPLE_MD), "--config", str(send_config)])
     assert "300" in status.output
+
+
+def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config, smtp):
+    subscribe(send_config, 300)
+    smtp.handler.data_delay = 0.004
+    command = [sys.executable, "-m", "composer", "send", str(EXAMPLE_MD), "--yes",
+               "--config", str(send_config)]  # fmt: skip
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp.folder.messages()) < 40:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "to resume" in err and "Traceback" not in err
+    stored = len(smtp.folder.messages())
+    assert stored < 300
+    config = load_config(send_config)
+    with SqliteDispatchJournal(config.subscribers.database, EXAMPLE_MD.stem) as journal:
+        counts = journal.status().counts
+    assert counts["sent"] == stored, "every message the server took is recorded as sent"
+    assert counts["sending"] == 0
+
+
+def test_rate_limits_message_starts(send_config, smtp):
+    subscribe(send_config, 11)
+    started = time.monotonic()
+    report = send(send_config, rate_per_second=50.0)
+    assert report.sent == 11
+    assert time.monotonic() - started >= 0.18
+
+
+def test_lines_starting_with_a_dot_survive_the_smtp_transaction(send_config, smtp, write_issue):
+    issue = write_issue(
+        '+++\ntitle = "Dots"\ndate = 2024-05-03\n+++\n\n## Notes\n\n.\n\n.5 percent\n\n..two\n'
+    )
+    subscribe(send_config, 1)
+    config = load_config(send_config)
+    send_issue(issue, config, "all", settings=fast(send_config))
+    [message] = smtp.messages()
+    text = message.get_body(("plain",)).get_content()
+    composed = compose_file(issue, config, "paid")
+    assert text.replace("\r\n", "\n").split("Unsubscribe:")[0] == composed.text.split(
+        "Unsubscribe:"
+    )[0]

@@ -32,7 +32,9 @@ from composer.sending import STATES, Outcome, State
 from composer.store import Segment, segment_tiers
 from composer.store.sqlite import SqliteSubscriberStore, mark_bounced
 
-LOCK_STALE_SECONDS = 30.0
+# Longer than the longest back-off (60 s): a live dispatch records something at least
+# that often, even when it is only waiting to retry.
+LOCK_STALE_SECONDS = 300.0
 HEARTBEAT_SECONDS = 2.0
 
 _UPSERT = """
