@@ -397,7 +397,7 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config,
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
+    _, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert "to resume" in err and "Traceback" not in err
     stored = len(smtp.folder.messages())
@@ -427,6 +427,7 @@ def test_lines_starting_with_a_dot_survive_the_smtp_transaction(send_config, smt
     [message] = smtp.messages()
     text = message.get_body(("plain",)).get_content()
     composed = compose_file(issue, config, "paid")
-    assert text.replace("\r\n", "\n").split("Unsubscribe:")[0] == composed.text.split(
-        "Unsubscribe:"
-    )[0]
+    assert (
+        text.replace("\r\n", "\n").split("Unsubscribe:")[0]
+        == composed.text.split("Unsubscribe:")[0]
+    )
