@@ -431,3 +431,28 @@ def test_lines_starting_with_a_dot_survive_the_smtp_transaction(send_config, smt
         text.replace("\r\n", "\n").split("Unsubscribe:")[0]
         == composed.text.split("Unsubscribe:")[0]
     )
+
+
+def test_outbox_command_stores_each_message_and_prints_a_line(tmp_path, config_path):
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    outbox = subprocess.Popen(
+        [sys.executable, "-m", "composer", "outbox", "--port", "0", "--dir", str(tmp_path / "box"),
+         "--config", str(config_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = outbox.stdout.readline()
+        port = int(ready.split("127.0.0.1:")[1].split(",")[0])
+        with_smtp_port = config_path.read_text() + f"\n[smtp]\nport = {port}\ntimeout = 5\n"
+        config_path.write_text(with_smtp_port)
+        result = CliRunner(env={"NEWSLETTER_SECRET": SECRET}).invoke(
+            cli, ["send-test", str(EXAMPLE_MD), "--config", str(config_path)]
+        )
+        assert result.exit_code == 0, result.output
+        line = outbox.stdout.readline()
+        assert "editor@example.com" in line and ".eml" in line
+        [stored] = list((tmp_path / "box").glob("*.eml"))
+        assert b"Subject: [TEST] " in stored.read_bytes()
+    finally:
+        outbox.send_signal(signal.SIGINT)
+        outbox.wait(timeout=10)
