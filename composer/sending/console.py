@@ -35,7 +35,8 @@ def confirm_plan(plan: SendPlan, *, dry_run: bool, assume_yes: bool) -> bool:
     console.print(f"Segment:  {plan.segment}: {plan.active:,} active subscribers")
     if plan.done:
         console.print(f"Already:  {plan.done:,} recorded as sent or failed, skipped")
-    console.print(f"To send:  {plan.to_send:,} messages via {plan.server}")
+    plural = "" if plan.to_send == 1 else "s"
+    console.print(f"To send:  {plan.to_send:,} message{plural} via {plan.server}")
     if dry_run:
         console.print("Dry run: nothing sent.")
         return False

@@ -65,7 +65,8 @@ class SmtpTransport:
     def __init__(self, settings: SmtpSettings, password: str | None = None) -> None:
         self.settings = settings
         self.password = password
-        self.description = f"{settings.host}:{settings.port} ({settings.security})"
+        security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
+        self.description = f"{settings.host}:{settings.port}{security}"
         if settings.username and not password:
             raise SmtpAuthError(
                 f"[smtp] username is set but ${settings.password_env} is empty;"
