@@ -3,15 +3,11 @@
     NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
     ├── ConfigError                          config.toml is missing or wrong
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
-<<<<<<< HEAD
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     └── SecretError                          the unsubscribe signing secret is unsafe
-=======
-    └── TemplateError                        a template under templates/ is broken
->>>>>>> main
 
 Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator) are translated
 into these once, at the stage that calls the library, chained with ``from exc``.
