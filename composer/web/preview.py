@@ -70,6 +70,8 @@ HOST = "127.0.0.1"
 WATCH_STEP_MS = 15
 CHECK_DELAY_SECONDS = 0.1
 _NO_STORE = {"Cache-Control": "no-store"}
+_HTML = "text/html; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -392,10 +394,6 @@ def create_app(preview: Preview) -> Starlette:
         ],
         lifespan=lifespan,
     )
-
-
-_HTML = "text/html; charset=utf-8"
-_TEXT = "text/plain; charset=utf-8"
 
 
 class PreviewServer(uvicorn.Server):
