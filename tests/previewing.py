@@ -4,7 +4,6 @@ watching a copy of the example issue that the test may edit."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from composer.web.preview import Preview, PreviewServer, listen
-from tests.conftest import EXAMPLE_MD
+from tests.conftest import EXAMPLE_MD, start_in_thread
 
 
 def copy_example(tmp_path: Path) -> Path:
@@ -54,13 +53,7 @@ def running_preview(issue: Path, config_path: Path) -> Iterator[RunningPreview]:
     """The preview server on a free loopback port, in a thread, already watching."""
     preview = Preview(issue, config_path)
     server = PreviewServer(preview)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listen(0)]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_in_thread(server, sockets=[listen(0)])
     url = f"http://127.0.0.1:{port}/"
     with httpx.Client(base_url=url, timeout=10) as client:
         running = RunningPreview(url, issue, preview, client)

@@ -5,43 +5,15 @@ up without anyone reloading the page."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Frame, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, expect
 
 from composer.composing.pipeline import compose_file
 from tests.previewing import RunningPreview, copy_example, edit, running_preview
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # The example's images are on example.com; nothing may leave the machine.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 TITLE = "The data pipeline behind the apps everyone uses"
-
-
-def launch_chromium(playwright) -> Browser:
-    """Debian's chromium, which CI installs with apt (never Playwright's download)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run does it)"
-    return playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
