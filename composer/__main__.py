@@ -116,6 +116,43 @@ def new(slug: str | None, as_toml: bool, issues_dir: Path, config_path: Path) ->
     click.echo(f"Next: edit it, then `newsletter build {path}`")
 
 
+@cli.command()
+@issue_argument
+@click.option(
+    "--port", default=8001, show_default=True, help="Port on 127.0.0.1 (0 picks a free one)."
+)
+@click.option(
+    "--open/--no-open",
+    "open_browser",
+    default=True,
+    show_default=True,
+    help="Open the preview in the default browser.",
+)
+@click.option(
+    "--as",
+    "as_email",
+    metavar="EMAIL",
+    help="Show the copy this subscriber gets: their tier and their unsubscribe link.",
+)
+@config_option
+def preview(
+    issue_path: Path, port: int, open_browser: bool, as_email: str | None, config_path: Path
+) -> None:
+    """Serve ISSUE on 127.0.0.1 and update the page whenever the issue, a template or the
+    config changes: desktop and phone widths, paid and free, HTML and plain text, light
+    and dark, the size against Gmail's clip and the check findings. Ctrl+C stops it."""
+    from composer.web.preview import serve_preview
+
+    serve_preview(
+        issue_path,
+        config_path,
+        port=port,
+        open_browser=open_browser,
+        as_email=as_email,
+        echo=click.echo,
+    )
+
+
 @cli.group()
 def subscribers() -> None:
     """Manage the subscriber list: import, add, remove, list, export."""

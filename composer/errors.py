@@ -13,10 +13,9 @@
         ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
         ├── SmtpAuthError                    the server refused the login (535): never retried
         ├── SmtpReplyError                   the server refused one message (code, reply, stage)
-        ├── SmtpConnectionLost (ConnectionError) dropped, timed out (also a TimeoutError) or
-        │                                    out of step: the connection is discarded
-        ├── DispatchLocked                   another process is sending the same issue
-        └── DispatchPaused                   too many failures in a row: stopped to protect the list
+        ├── SmtpConnectionLost (ConnectionError) dropped, timed out or out of step:
+        │                                    the connection is discarded
+        └── DispatchLocked                   another process is sending the same issue
 
 Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
 into these once, at the stage that calls the library, chained with ``from exc``.
@@ -132,10 +131,6 @@ class SmtpConnectionLost(SendError, ConnectionError):
 
 class DispatchLocked(SendError):
     """Another process holds the dispatch lock of this issue."""
-
-
-class DispatchPaused(SendError):
-    """A run of consecutive failures stopped the dispatch before it burned through the list."""
 
 
 def location(path: Path, line: int | None = None, column: int | None = None) -> str:

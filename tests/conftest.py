@@ -3,6 +3,7 @@ and a real SQLite subscriber store next to the config."""
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import threading
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from click.testing import CliRunner, Result
+from playwright.sync_api import Browser, sync_playwright
 
 from composer.__main__ import cli
 from composer.config import Config, load_config
@@ -94,6 +96,17 @@ def write_csv(path: Path, text: str) -> Path:
     return path
 
 
+def start_in_thread(server: uvicorn.Server, **run: object) -> tuple[threading.Thread, int]:
+    """Run a uvicorn server in a daemon thread; return it and its port once listening."""
+    thread = threading.Thread(target=server.run, kwargs=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    return thread, server.servers[0].sockets[0].getsockname()[1]
+
+
 @pytest.fixture
 def server(config: Config) -> Iterator[httpx.Client]:
     """`newsletter serve` on a free loopback port, with an httpx client pointed at it."""
@@ -101,14 +114,33 @@ def server(config: Config) -> Iterator[httpx.Client]:
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    thread, port = start_in_thread(server)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
         yield client
     server.should_exit = True
     thread.join(timeout=10)
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # The example's images are on example.com; nothing may leave the machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless chromium, which CI installs with apt (never Playwright's download)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run does it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

@@ -86,7 +86,13 @@ class CheckReport:
 def check_issue(path: Path, config: Config) -> CheckReport:
     """Load and compose the issue at ``path`` for every tier, and lint the result."""
     issue = load_issue(path)
-    composed = [compose(issue, config, tier) for tier in TIERS]
+    return check_composed_issue(issue, [compose(issue, config, tier) for tier in TIERS], config)
+
+
+def check_composed_issue(
+    issue: Issue, composed: list[ComposedIssue], config: Config
+) -> CheckReport:
+    """Lint ``issue`` already composed for every tier (as the live preview has it)."""
     return CheckReport((*check_model(issue), *check_composed(issue, composed, config)))
 
 

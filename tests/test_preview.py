@@ -1,0 +1,162 @@
+"""`newsletter preview` over real HTTP: the bytes build writes, a subscriber's copy, errors
+shown instead of raised, and recomposition when the issue, a template or the config changes.
+The page itself is driven in Chromium in test_preview_in_browser.py."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from composer.composing.build import build_issue
+from composer.errors import NewsletterError
+from composer.store import NewSubscriber
+from composer.unsubscribe import UnsubscribeLinks
+from composer.web.preview import listen
+from tests.conftest import EXAMPLE_MD, ROOT
+from tests.previewing import RunningPreview, copy_example, edit, running_preview
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    return copy_example(tmp_path)
+
+
+@pytest.fixture
+def running(example: Path, config_path: Path) -> Iterator[RunningPreview]:
+    with running_preview(example, config_path) as running:
+        yield running
+
+
+@pytest.mark.parametrize("tier", ["paid", "free"])
+def test_email_is_exactly_the_bytes_build_writes(running, config, tier, tmp_path):
+    built = build_issue(running.issue, config, tier, tmp_path / "build")
+    html, text = (path.read_bytes() for path in built.files[:2])
+    assert running.client.get("/email", params={"tier": tier}).content == html
+    assert running.client.get("/email", params={"tier": tier, "format": "text"}).content == text
+
+
+def test_state_has_subject_preheader_sizes_and_findings(running):
+    state = running.client.get("/state").json()
+    assert state["error"] is None
+    assert state["subject"] == "The data pipeline behind the apps everyone uses"
+    assert state["preheader"]
+    assert 0 < state["sizes"]["free"] < state["sizes"]["paid"] < state["clip_bytes"] == 102 * 1024
+    assert state["findings"] == []
+
+
+def test_as_a_subscriber_shows_their_tier_and_their_unsubscribe_link(running, config, store):
+    ann = NewSubscriber(email="Ann@Example.com", key="Ann@example.com", name="Ann", tier="free")
+    store.save(ann)
+    state = running.client.get("/state", params={"as": "Ann@EXAMPLE.com"}).json()
+    assert state["reader"] == {
+        "email": "Ann@Example.com",
+        "name": "Ann",
+        "tier": "free",
+        "status": "active",
+    }
+    text = running.client.get(
+        "/email", params={"as": "Ann@EXAMPLE.com", "tier": "paid", "format": "text"}
+    ).text
+    assert "Keep reading" in text  # her tier, whatever the toolbar asked for
+    link = next(word for word in text.split() if "/unsubscribe?token=" in word)
+    token = parse_qs(urlsplit(link.strip("<>()")).query)["token"][0]
+    verified = UnsubscribeLinks.from_config(config).verify(token)
+    assert (verified.key, verified.issue) == ("Ann@example.com", "2024-05-03-example")
+
+
+def test_as_someone_not_on_the_list_is_explained(running, store):
+    state = running.client.get("/state", params={"as": "nobody@example.com"}).json()
+    assert state["reader"] is None
+    assert "not on the subscriber list" in state["reader_problem"]
+    assert running.client.get("/email", params={"as": "nobody@example.com"}).status_code == 404
+
+
+def test_a_broken_issue_is_shown_with_file_and_line_and_the_server_recovers(running):
+    good = running.issue.read_text(encoding="utf-8")
+    edit(running.issue, lambda text: text.replace("date = 2024-05-03", "date = someday"))
+    state = running.wait_for(lambda state: state["error"] is not None)
+    assert state["error"]["where"].startswith(f"{running.issue}:")
+    assert state["error"]["reason"]
+    assert running.client.get("/email").status_code == 503
+
+    running.issue.write_text(good, encoding="utf-8")
+    running.wait_for(lambda state: state["error"] is None)
+    assert running.client.get("/email").status_code == 200
+
+
+def test_a_template_or_config_edit_recomposes(example, config_path, tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    edit(config_path, lambda text: text.replace(str(ROOT / "templates"), str(templates)))
+    with running_preview(example, config_path) as running:
+        edit(  # a template in a subfolder
+            templates / "blocks" / "what-happened.mjml.j2",
+            lambda text: text.replace("{{ block.body_html }}", "{{ block.body_html }}Edited!"),
+        )
+        wait_for_email_text(running, "Edited!")
+
+        edit(templates / "email.mjml.j2", lambda text: text.replace("{{", "{%", 1))
+        state = running.wait_for(lambda state: state["error"] is not None)
+        assert state["error"]["where"] is None
+        assert "email.mjml.j2" in state["error"]["reason"]
+
+        edit(config_path, lambda text: text.replace('"China Boss News"', '"Renamed News"', 1))
+        edit(templates / "email.mjml.j2", lambda text: text.replace("{%", "{{", 1))
+        wait_for_email_text(running, "Renamed News")
+
+
+def wait_for_email_text(running: RunningPreview, text: str) -> None:
+    deadline = time.monotonic() + 5
+    while text not in running.client.get("/email").text:
+        assert time.monotonic() < deadline, f"{text!r} never showed in the email"
+        time.sleep(0.02)
+
+
+def test_a_port_in_use_is_a_readable_error():
+    taken = listen(0)
+    try:
+        with pytest.raises(NewsletterError, match="pass --port"):
+            listen(taken.getsockname()[1])
+    finally:
+        taken.close()
+
+
+def test_as_an_unknown_address_stops_before_serving(run_cli, store):
+    result = run_cli("preview", EXAMPLE_MD, "--no-open", "--port", "0", "--as", "x@example.com")
+    assert result.exit_code == 2
+    assert "x@example.com is not on the subscriber list" in result.output
+
+
+def test_ctrl_c_stops_cleanly_even_with_a_page_connected(config_path, example):
+    command = [sys.executable, "-m", "composer", "preview", str(example), "--no-open"]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        while "Previewing" not in line:
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "no output"
+        url = line.split(" at ")[1].split()[0]
+        with httpx.stream("GET", url + "events", timeout=10) as events:
+            assert next(events.iter_lines()).startswith("retry:")
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert "Stopped." in out
+    assert "Traceback" not in err
