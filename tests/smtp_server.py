@@ -5,6 +5,9 @@ port, in its own thread, with faults injected per recipient.
 ``"451 …"``/``"550 …"`` (a reply at RCPT), ``"data:554 …"`` (a reply at DATA),
 ``"421"`` (say so at RCPT and close the session), ``"drop"`` (close the connection mid-DATA,
 storing nothing), ``"stall"`` (never answer DATA in time, storing nothing).
+
+``sessions`` records, per stored message, the TLS cipher of its connection (None in
+clear) and the login it was sent under (None without AUTH).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email
+import ssl
 import threading
 from email import policy
 from pathlib import Path
@@ -29,6 +33,7 @@ class FaultyOutbox(OutboxHandler):
         self.data_delay = 0.0
         self.stall_seconds = 2.0
         self.attempts: collections.Counter[str] = collections.Counter()
+        self.sessions: list[tuple[tuple[str, str, int] | None, bytes | None]] = []
 
     def _next(self, address: str, stage: str) -> str | None:
         queue = self.faults.get(address)
@@ -64,21 +69,34 @@ class FaultyOutbox(OutboxHandler):
             return fault
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        login = session.auth_data.login if session.authenticated else None
+        self.sessions.append((server.transport.get_extra_info("cipher"), login))
         return await super().handle_DATA(server, session, envelope)
 
 
 class SmtpServer:
-    """The server, its port and what it has stored."""
+    """The server, its port and what it has stored. ``implicit_tls`` makes every
+    connection TLS from the first byte (port 465 style); ``options`` go to aiosmtpd's
+    ``SMTP`` (``tls_context`` offers STARTTLS, ``authenticator`` enables AUTH)."""
 
-    def __init__(self, folder: Path, **options: Any) -> None:
+    def __init__(
+        self, folder: Path, *, implicit_tls: ssl.SSLContext | None = None, **options: Any
+    ) -> None:
         self.folder = MessageFolder(folder)
         self.handler = FaultyOutbox(self.folder)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            start_smtp_server(self.handler, "127.0.0.1", 0, **options), self.loop
-        )
+        if implicit_tls is not None:
+            start = self.loop.create_server(
+                lambda: SMTP(self.handler, hostname="outbox.localhost", **options),
+                host="127.0.0.1",
+                port=0,
+                ssl=implicit_tls,
+            )
+        else:
+            start = start_smtp_server(self.handler, "127.0.0.1", 0, **options)
+        future = asyncio.run_coroutine_threadsafe(start, self.loop)
         self.server = future.result(timeout=10)
         self.port: int = self.server.sockets[0].getsockname()[1]
 
