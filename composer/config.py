@@ -6,6 +6,7 @@ an editor fixes the file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class SmtpSettings:
     username: str
     password_env: str
     timeout: float
+    ca_file: Path | None = None  # trusted instead of the system's CAs when set
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "username": (str, ""),
         "password_env": (str, "NEWSLETTER_SMTP_PASSWORD"),
         "timeout": ((int, float), 30),
+        "ca_file": (str, ""),
     },
     "send": {
         "concurrency": (int, 8),
@@ -174,6 +177,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         f"[smtp] security must be one of {', '.join(SECURITY_MODES)}",
     )
     check(isinstance(smtp["port"], int) and 0 < smtp["port"] < 65536, "[smtp] port out of range")
+    ca_file = root / smtp["ca_file"] if smtp["ca_file"] else None
+    if ca_file is not None:
+        check(
+            _loads_certificates(ca_file),
+            f"[smtp] ca_file {ca_file} is not a readable file of PEM certificates",
+        )
     check(send["concurrency"] >= 1, "[send] concurrency must be at least 1")
     check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
     check(send["rate_per_second"] >= 0, "[send] rate_per_second must be 0 (no limit) or more")
@@ -202,6 +211,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             username=smtp["username"],
             password_env=smtp["password_env"],
             timeout=float(smtp["timeout"]),
+            ca_file=ca_file,
         ),
         send=SendSettings(
             concurrency=send["concurrency"],
@@ -210,6 +220,14 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
     )
+
+
+def _loads_certificates(path: Path) -> bool:
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError):  # missing, unreadable, or no certificate in it
+        return False
+    return True
 
 
 def _address(value: str | None, where: str, report: Callable[[str], None]) -> Address | None:

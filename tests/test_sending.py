@@ -4,15 +4,24 @@ recipient): who received what, and how often."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import ipaddress
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import trustme
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from composer.__main__ import cli
 from composer.composing.pipeline import compose_file
@@ -322,6 +331,173 @@ def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(
     with pytest.raises(SmtpConnectError, match="STARTTLS"):
         send(send_config)
     assert smtp.handler.attempts.total() == 0
+
+
+# -- TLS and login ------------------------------------------------------------------------
+#
+# Certificates are made per test session: a CA (trustme) that issues the server's
+# certificate for 127.0.0.1, and the client trusts it through [smtp] ca_file.
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA(key_type=trustme.KeyType.ECDSA)
+
+
+def trusted_server(ca) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 signed by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.ECDSA).configure_cert(context)
+    return context
+
+
+def self_signed_server(folder: Path) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 (valid, but no CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(exist_ok=True)
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context
+
+
+def tls_server(tmp_path: Path, security: str, context: ssl.SSLContext, **options) -> SmtpServer:
+    """A server speaking ``security`` (``starttls``: offered and required; ``tls``:
+    implicit) with ``context``."""
+    if security == "starttls":
+        return SmtpServer(tmp_path / "tls", tls_context=context, require_starttls=True, **options)
+    return SmtpServer(tmp_path / "tls", implicit_tls=context, **options)
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_delivers_over_tls_to_a_server_whose_certificate_the_ca_file_trusts(
+    send_config, tmp_path, ca, security
+):
+    ca.cert_pem.write_to_path(str(tmp_path / "relay-ca.pem"))
+    server = tls_server(tmp_path, security, trusted_server(ca))
+    try:
+        # ca_file is relative to config.toml, which is in tmp_path.
+        config_path = with_smtp(
+            send_config, port=server.port, security=f'"{security}"', ca_file='"relay-ca.pem"'
+        )
+        subscribe(config_path, 3)
+        report = send(config_path)
+        assert report.complete and report.sent == 3
+        assert len(server.handler.sessions) == 3
+        assert all(cipher is not None for cipher, _ in server.handler.sessions), "in clear"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.parametrize("trust", ["self-signed", "unknown CA"])
+def test_an_untrusted_certificate_stops_before_any_login_or_message(
+    send_config, tmp_path, ca, monkeypatch, security, trust
+):
+    logins = []
+
+    def record(server, session, envelope, mechanism, auth_data):
+        logins.append(auth_data)
+        return AuthResult(success=True)
+
+    if trust == "self-signed":
+        # The client trusts the test CA, and the server shows a certificate of its own.
+        ca.cert_pem.write_to_path(str(tmp_path / "relay-ca.pem"))
+        context, ca_file = self_signed_server(tmp_path / "self"), {"ca_file": '"relay-ca.pem"'}
+    else:
+        # The client trusts the system's CAs only; the test CA is not among them.
+        context, ca_file = trusted_server(ca), {}
+    server = tls_server(tmp_path, security, context, authenticator=record)
+    try:
+        config_path = with_smtp(
+            send_config, port=server.port, security=f'"{security}"', username='"editor"', **ca_file
+        )
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")
+        subscribe(config_path, 2)
+        with pytest.raises(SmtpConnectError, match="certificate verification failed"):
+            send(config_path)
+        result = CliRunner().invoke(
+            cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(config_path)]
+        )
+        assert result.exit_code == 1
+        [line] = result.output.strip().splitlines()[-1:]
+        assert "certificate verification failed" in line and "ca_file" in line
+        assert "Traceback" not in result.output
+        assert logins == [] and server.handler.attempts.total() == 0
+    finally:
+        server.close()
+
+
+def test_login_over_starttls_uses_the_named_variable_and_a_535_stops_before_any_message(
+    send_config, tmp_path, ca, monkeypatch
+):
+    ca.cert_pem.write_to_path(str(tmp_path / "relay-ca.pem"))
+
+    def check(server, session, envelope, mechanism, auth_data):
+        if auth_data == LoginPassword(b"editor", b"sesame"):
+            return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 No")
+
+    # aiosmtpd offers AUTH only once the session is encrypted (auth_require_tls).
+    server = tls_server(tmp_path, "starttls", trusted_server(ca), authenticator=check)
+    try:
+        config_path = with_smtp(
+            send_config,
+            port=server.port,
+            security='"starttls"',
+            ca_file='"relay-ca.pem"',
+            username='"editor"',
+            password_env='"RELAY_PASSWORD"',
+        )
+        subscribe(config_path, 3)
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")  # not the named variable
+        monkeypatch.setenv("RELAY_PASSWORD", "wrong")
+        with pytest.raises(SmtpAuthError, match="535"):
+            send(config_path)
+        assert server.handler.attempts.total() == 0
+
+        monkeypatch.setenv("RELAY_PASSWORD", "sesame")
+        report = send(config_path)
+        assert report.complete and report.sent == 3
+        assert {login for _, login in server.handler.sessions} == {b"editor"}
+        assert all(cipher is not None for cipher, _ in server.handler.sessions)
+    finally:
+        server.close()
+
+
+def test_a_ca_file_that_is_missing_or_not_pem_is_a_config_error(send_config, tmp_path):
+    from composer.errors import ConfigError
+
+    with_smtp(send_config, ca_file='"missing.pem"')
+    with pytest.raises(ConfigError, match=r"\[smtp\] ca_file .*missing.pem"):
+        load_config(send_config)
+    (tmp_path / "notes.pem").write_text("not a certificate\n")
+    with_smtp(send_config, ca_file='"notes.pem"')
+    with pytest.raises(ConfigError, match="PEM certificates"):
+        load_config(send_config)
 
 
 def test_a_second_process_on_the_same_issue_is_turned_away(send_config, smtp):

@@ -65,6 +65,12 @@ class SmtpTransport:
     def __init__(self, settings: SmtpSettings, password: str | None = None) -> None:
         self.settings = settings
         self.password = password
+        # Built once, not per connection; ``ca_file`` replaces the system's CAs.
+        self.tls_context = (
+            ssl.create_default_context(cafile=settings.ca_file)
+            if settings.security != "none"
+            else None
+        )
         security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
         self.description = f"{settings.host}:{settings.port}{security}"
         if settings.username and not password:
@@ -89,6 +95,7 @@ class SmtpTransport:
             # STARTTLS, so a stripped offer would send the password in clear.
             start_tls=s.security == "starttls",
             validate_certs=True,
+            tls_context=self.tls_context,
             username=s.username or None,
             password=self.password if s.username else None,
             local_hostname="localhost" if s.host in ("127.0.0.1", "localhost", "::1") else None,
@@ -210,6 +217,13 @@ def _translate(exc: BaseException, stage: str, server: str) -> SendError:
             reply=exc.message,
             stage=stage,
         )
+    if stage == "CONNECT" and (unverified := _certificate_failure(exc)) is not None:
+        return SmtpConnectError(
+            f"{server}: TLS certificate verification failed ({unverified.verify_message});"
+            " nothing was sent. If the server's certificate comes from a private CA,"
+            " set [smtp] ca_file to that CA's certificate (PEM)",
+            reply=unverified.verify_message,
+        )
     if stage == "CONNECT":
         detail = str(exc) or type(exc).__name__
         return SmtpConnectError(
@@ -221,6 +235,17 @@ def _translate(exc: BaseException, stage: str, server: str) -> SendError:
         f"{server} dropped the connection at {stage}: {exc or type(exc).__name__}",
         reply=str(exc) or "connection lost",
     )
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check behind ``exc``: aiosmtplib wraps it for implicit TLS, and
+    lets it through as it is from STARTTLS."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class FolderTransport:
