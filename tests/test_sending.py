@@ -150,6 +150,34 @@ def test_each_copy_decodes_to_the_composed_tier_with_the_readers_own_link(config
         assert len(ids) == 3
 
 
+def test_no_quoted_printable_line_passes_76_characters_wherever_a_link_falls(config):
+    import email
+    from email import policy
+
+    composed = compose_file(EXAMPLE_MD, config, "paid")
+    for width in range(70, 80):
+        # The text before each link ends in a line of ``width`` characters, and the link
+        # itself (the generic page: base_url + "/unsubscribe") is ``width`` long.
+        before, after = "a" * width, "é" * (width // 2)
+        text = f"{before}{UNSUBSCRIBE_URL}\n{after}\n"
+        page = f"<p>{before}<a href=\"{UNSUBSCRIBE_URL}\">{after}</a></p>"
+        base_url = "https://" + "n" * (width - len("https:///unsubscribe"))
+        settings = dataclasses.replace(config.newsletter, base_url=base_url)
+        variant = dataclasses.replace(composed, text=text, html=page)
+        template = MessageTemplate.build(
+            variant, dataclasses.replace(config, newsletter=settings), links=None
+        )
+        data = template.render(Recipient("r@example.org", "R", "r@example.org"))
+        body = data.split(b"\r\n\r\n", 1)[1]
+        longest = max(body.split(b"\r\n"), key=len)
+        assert len(longest) <= 76, (width, longest)
+        message = email.message_from_bytes(data, policy=policy.default)
+        url = f"{base_url}/unsubscribe"
+        plain, rich = (part.get_content() for part in message.iter_parts())
+        assert plain.replace("\r\n", "\n") == text.replace(UNSUBSCRIBE_URL, url)
+        assert rich == page.replace(UNSUBSCRIBE_URL, url)
+
+
 def test_crlf_in_a_name_or_subject_never_adds_a_header_on_the_wire(send_config, smtp):
     config = load_config(send_config)
     composed = compose_file(EXAMPLE_MD, config, "paid")
@@ -243,6 +271,27 @@ def test_a_550_no_such_user_fails_that_one_marks_them_bounced_and_the_rest_go(
         cli, ["send", str(EXAMPLE_MD), "--yes", "--retry-failed", "--config", str(send_config)]
     )
     assert smtp.handler.attempts["reader4@example.org"] == 1, "a bounced address is never retried"
+
+
+def test_a_5_1_8_about_the_sender_bounces_no_reader_and_retry_failed_sends_once_fixed(
+    send_config, smtp
+):
+    # Postfix rejects a sender domain it cannot resolve at RCPT (smtpd_delay_reject),
+    # with 5.1.8 "bad sender's system address": nothing is wrong with the reader.
+    addresses = subscribe(send_config, 3)
+    for address in addresses:
+        smtp.handler.faults[address] = [
+            "550 5.1.8 <news@example.com>: Sender address rejected: Domain not found"
+        ]
+    report = send(send_config)
+    assert report.failed == 3 and report.bounced == 0
+    config = load_config(send_config)
+    with open_store(config.subscribers) as store:
+        assert {store.get(a).status for a in addresses} == {"active"}
+    report = send_issue(
+        EXAMPLE_MD, load_config(send_config), "all", settings=fast(send_config), retry_failed=True
+    ).report
+    assert report.sent == 3 and set(smtp.received().values()) == {1}
 
 
 def test_temporary_failures_that_run_out_of_attempts_are_failed_and_retry_failed_sends_them(
