@@ -36,8 +36,11 @@ from composer.sending import Outcome, Recipient, State
 from composer.sending.personalise import UnsendableAddress
 from composer.sending.transport import Connection, Transport
 
-# Enhanced status 5.1.x: the address does not exist ("no such user", bad domain).
-_BAD_ADDRESS = re.compile(r"^\s*5\.1\.\d{1,3}\b")
+# Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
+# 5.1.7 and 5.1.8, which are about the sender's address (RFC 3463): Postfix, for one,
+# refuses a sender domain it cannot resolve at RCPT, for every reader alike.
+_BAD_ADDRESS = re.compile(r"^\s*5\.1\.(?!7\b|8\b)\d{1,3}\b")
+_BAD_SENDER = re.compile(r"^\s*5\.1\.[78]\b")
 
 
 class Journal(Protocol):
@@ -361,10 +364,11 @@ class _Dispatch:
         if exc.temporary:
             self.retry_or_fail(recipient, attempt, code, exc.reply)
             return
-        bounced = bool(_BAD_ADDRESS.match(exc.reply))
-        # A refused address is final; a server error about the message or the session
-        # (at MAIL or DATA) may pass once the cause is fixed: --retry-failed tries it.
-        retryable = not bounced and exc.stage != "RCPT"
+        # Only a reply to RCPT or DATA (one recipient per transaction) is about the reader.
+        bounced = exc.stage != "MAIL" and bool(_BAD_ADDRESS.match(exc.reply))
+        # A refused address is final; a server error about the message, the session or
+        # the sender may pass once the cause is fixed: --retry-failed tries it.
+        retryable = not bounced and (exc.stage != "RCPT" or bool(_BAD_SENDER.match(exc.reply)))
         self.settle(
             Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
         )
