@@ -112,7 +112,7 @@ class MessageTemplate:
             for number, segment in enumerate(segments):
                 encoded = quoted_printable(segment)
                 if number < len(segments) - 1:
-                    pieces[-1] += encoded + SOFT_BREAK
+                    pieces[-1] += soft_break_after(encoded)
                     pieces.append(b"")
                     kinds.append("html" if subtype == "html" else "text")
                 else:
@@ -146,8 +146,8 @@ class MessageTemplate:
         personal_block = CRLF.join(personal) + CRLF
         check_header_block(personal_block, _PERSONAL_FIELDS)
 
-        text_link = quoted_printable(url) + SOFT_BREAK
-        html_link = quoted_printable(html.escape(url, quote=True)) + SOFT_BREAK
+        text_link = soft_break_after(quoted_printable(url))
+        html_link = soft_break_after(quoted_printable(html.escape(url, quote=True)))
         out = [personal_block, self.shared_headers, CRLF, self.bodies[0]]
         for kind, body in zip(self.hole_kinds, self.bodies[1:], strict=True):
             out.append(html_link if kind == "html" else text_link)
@@ -233,6 +233,22 @@ def check_header_block(block: bytes, allowed: set[str]) -> None:
             raise ValueError(f"malformed header line: {line!r}")
         if name.decode("ascii").lower() not in allowed:
             raise ValueError(f"unexpected header field {name!r}")
+
+
+def soft_break_after(encoded: bytes) -> bytes:
+    """``encoded`` (quoted-printable) ended by a soft line break. binascii ends its
+    output with a line of up to 76 characters, so a last line that long is split
+    first (never inside an ``=XX`` escape), for the ``=`` not to make it 77."""
+    last = encoded.rsplit(CRLF, 1)[-1]
+    if len(last) < 76:
+        return encoded + SOFT_BREAK
+    cut = 75
+    if last[cut - 1 : cut] == b"=":
+        cut -= 1
+    elif last[cut - 2 : cut - 1] == b"=":
+        cut -= 2
+    head = encoded[: len(encoded) - len(last)]
+    return head + last[:cut] + SOFT_BREAK + last[cut:] + SOFT_BREAK
 
 
 def quoted_printable(text: str) -> bytes:
