@@ -160,7 +160,7 @@ def test_no_quoted_printable_line_passes_76_characters_wherever_a_link_falls(con
         # itself (the generic page: base_url + "/unsubscribe") is ``width`` long.
         before, after = "a" * width, "é" * (width // 2)
         text = f"{before}{UNSUBSCRIBE_URL}\n{after}\n"
-        page = f"<p>{before}<a href=\"{UNSUBSCRIBE_URL}\">{after}</a></p>"
+        page = f'<p>{before}<a href="{UNSUBSCRIBE_URL}">{after}</a></p>'
         base_url = "https://" + "n" * (width - len("https:///unsubscribe"))
         settings = dataclasses.replace(config.newsletter, base_url=base_url)
         variant = dataclasses.replace(composed, text=text, html=page)
