@@ -681,3 +681,23 @@ def test_outbox_command_stores_each_message_and_prints_a_line(tmp_path, config_p
     finally:
         outbox.send_signal(signal.SIGINT)
         outbox.wait(timeout=10)
+
+
+def test_a_database_held_by_another_writer_is_one_clear_error(tmp_path):
+    import sqlite3
+
+    from composer.errors import StoreError
+
+    database = tmp_path / "subscribers.db"
+    with SqliteDispatchJournal(database, "issue") as journal:
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            # The real wait is 10 s; a test need not sit through it.
+            journal._db.execute("PRAGMA busy_timeout = 50")
+            with pytest.raises(StoreError, match=r"busy.*try again in a moment"):
+                journal.acquire("all")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        journal.acquire("all")  # once the other writer is done, the lock is taken

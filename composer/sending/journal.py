@@ -126,7 +126,13 @@ class SqliteDispatchJournal:
         """Take this issue's dispatch lock, or raise :class:`DispatchLocked`."""
         now = time.time()
         host = socket.gethostname()
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # busy past busy_timeout: another writer
+            raise StoreError(
+                f"{self.path}: the subscriber database is busy ({exc});"
+                " another newsletter command is writing to it: try again in a moment"
+            ) from exc
         try:
             row = self._db.execute(
                 "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?",
