@@ -1,5 +1,5 @@
 """Shared fixtures: a config in a temporary folder, issue files written on the fly, the CLI,
-and a real SQLite subscriber store next to the config."""
+a real SQLite subscriber store next to the config, and a real SMTP server to send to."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from composer.__main__ import cli
 from composer.config import Config, load_config
 from composer.store import SubscriberStore, open_store
 from composer.web.serve import create_app
+from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
@@ -94,6 +95,49 @@ def write_csv(path: Path, text: str) -> Path:
     """Write a subscriber CSV and return its path."""
     path.write_text(text, encoding="utf-8")
     return path
+
+
+SECRET = "s" * 40
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
+    """The aiosmtpd test server on a free loopback port, storing under tmp_path/received."""
+    server = SmtpServer(tmp_path / "received")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def send_config(tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test config with [smtp] pointing at ``smtp``, and a signing secret set."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        CONFIG_TEXT
+        + f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+timeout = 0.5
+
+[send]
+concurrency = 2
+max_attempts = 3
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def with_smtp(config_path: Path, **values: object) -> Path:
+    """Rewrite ``[smtp]`` keys of the config at ``config_path`` (values as TOML)."""
+    lines = config_path.read_text(encoding="utf-8").splitlines()
+    start = lines.index("[smtp]") + 1
+    kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
+    kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
+    config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return config_path
 
 
 def start_in_thread(server: uvicorn.Server, **run: object) -> tuple[threading.Thread, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from composer.errors import NewsletterError
 from composer.store import NewSubscriber
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.preview import listen
-from tests.conftest import EXAMPLE_MD, ROOT
+from tests.conftest import EXAMPLE_MD, ROOT, with_smtp
 from tests.previewing import RunningPreview, copy_example, edit, running_preview
 
 
@@ -160,3 +161,81 @@ def test_ctrl_c_stops_cleanly_even_with_a_page_connected(config_path, example):
     assert process.returncode == 0
     assert "Stopped." in out
     assert "Traceback" not in err
+
+
+# -- send-test ---------------------------------------------------------------------------
+
+FROM_THE_PAGE = {"X-Newsletter-Preview": "1"}
+
+
+@pytest.fixture
+def sending(example: Path, send_config: Path) -> Iterator[RunningPreview]:
+    """The preview with [smtp] pointing at the test SMTP server and two test recipients."""
+    edit(
+        send_config,
+        lambda text: text.replace(
+            '"editor@example.com"]', '"editor@example.com", "proof@example.com"]'
+        ),
+    )
+    with running_preview(example, send_config) as running:
+        yield running
+
+
+def test_send_test_sends_the_chosen_tier_to_each_test_recipient(sending, smtp):
+    response = sending.client.post("/send-test", json={"tier": "free"}, headers=FROM_THE_PAGE)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "sent": 2,
+        "recipients": ["editor@example.com", "proof@example.com"],
+        "failed": [],
+        "error": None,
+    }
+    assert smtp.received() == {"editor@example.com": 1, "proof@example.com": 1}
+    for message in smtp.messages():
+        assert message["Subject"] == "[TEST] The data pipeline behind the apps everyone uses"
+        assert "Keep reading" in message.get_body(("plain",)).get_content()
+
+
+def test_send_test_reports_each_refused_address_with_the_servers_reply(sending, smtp):
+    smtp.handler.faults["proof@example.com"] = ["550 5.1.1 No such user"]
+    response = sending.client.post("/send-test?tier=paid", headers=FROM_THE_PAGE)
+    assert response.json()["sent"] == 1
+    assert response.json()["failed"] == [
+        {"address": "proof@example.com", "code": 550, "reply": "5.1.1 No such user"}
+    ]
+    [message] = smtp.messages()
+    assert "Keep reading" not in message.get_body(("plain",)).get_content()
+
+
+def test_send_test_not_from_the_page_is_refused_and_sends_nothing(sending, smtp):
+    for headers in (
+        {},  # a plain cross-site form
+        {**FROM_THE_PAGE, "Origin": "http://evil.example"},
+        {**FROM_THE_PAGE, "Host": "evil.example"},  # a name rebound to 127.0.0.1
+    ):
+        response = sending.client.post("/send-test", json={"tier": "paid"}, headers=headers)
+        assert response.status_code == 403, headers
+    assert smtp.handler.attempts.total() == 0
+
+
+def test_send_test_to_a_server_that_is_down_is_a_clear_json_error(example, send_config):
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with_smtp(send_config, port=port)
+        with running_preview(example, send_config) as running:
+            response = running.client.post("/send-test?tier=paid", headers=FROM_THE_PAGE)
+            assert running.client.get("/state").status_code == 200, "the preview runs on"
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error.startswith(f"cannot connect to 127.0.0.1:{port}")
+    assert "`newsletter outbox`" in error and "\n" not in error
+
+
+def test_send_test_is_refused_while_the_issue_has_an_error(sending, smtp):
+    edit(sending.issue, lambda text: text.replace("date = 2024-05-03", "date = someday"))
+    sending.wait_for(lambda state: state["error"] is not None)
+    response = sending.client.post("/send-test?tier=paid", headers=FROM_THE_PAGE)
+    assert response.status_code == 409
+    assert response.json()["error"].startswith("fix the issue before sending a test")
+    assert smtp.handler.attempts.total() == 0

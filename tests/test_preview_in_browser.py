@@ -1,11 +1,12 @@
 """The preview page in a real browser (Debian's headless Chromium, driven by Playwright):
 the email renders, phone width does not scroll sideways, the plain-text view shows the
-text part, dark mode applies the email's own dark rules, and edits, broken or not, show
-up without anyone reloading the page."""
+text part, dark mode applies the email's own dark rules, edits, broken or not, show
+up without anyone reloading the page, and the Send test button sends the shown edition."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import Browser, Frame, Page, expect
@@ -24,6 +25,13 @@ def running(tmp_path, config_path) -> Iterator[RunningPreview]:
 
 @pytest.fixture
 def page(browser: Browser, running: RunningPreview) -> Iterator[Page]:
+    with opened_page(browser, running) as page:
+        yield page
+
+
+@contextmanager
+def opened_page(browser: Browser, running: RunningPreview) -> Iterator[Page]:
+    """The preview page in a fresh browser context, once it shows the email."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -112,3 +120,19 @@ def test_a_broken_edit_shows_the_error_and_a_fix_recovers(page, running):
     wait_for_email(page, running.wait_for(lambda state: state["error"] is None)["key"])
     expect(problem).to_be_hidden()
     assert TITLE in email_frame(page).locator("body").inner_text()
+
+
+def test_send_test_button_sends_the_shown_edition_and_says_so(browser, tmp_path, send_config, smtp):
+    with (
+        running_preview(copy_example(tmp_path), send_config) as running,
+        opened_page(browser, running) as page,
+    ):
+        page.get_by_role("button", name="Free").click()
+        button = page.get_by_role("button", name="Send test")
+        expect(button).to_have_attribute("title", "Send test to editor@example.com (free edition)")
+        button.click()
+        expect(page.locator("#send-status")).to_have_text("Sent to 1 address")
+        expect(button).to_be_enabled()
+    [message] = smtp.messages()
+    assert message["Subject"] == f"[TEST] {TITLE}"
+    assert "Keep reading" in message.get_body(("plain",)).get_content()

@@ -35,48 +35,8 @@ from composer.sending.personalise import MessageTemplate
 from composer.sending.send import send_issue
 from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
-from tests.conftest import CONFIG_TEXT, EXAMPLE_MD, ROOT
+from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
 from tests.smtp_server import SmtpServer
-
-SECRET = "s" * 40
-
-
-@pytest.fixture
-def smtp(tmp_path):
-    server = SmtpServer(tmp_path / "received")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def send_config(tmp_path, smtp, monkeypatch):
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    path = tmp_path / "config.toml"
-    path.write_text(
-        CONFIG_TEXT
-        + f"""
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-timeout = 0.5
-
-[send]
-concurrency = 2
-max_attempts = 3
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def with_smtp(config_path: Path, **values) -> Path:
-    """Rewrite ``[smtp]`` keys of the config at ``config_path`` (values as TOML)."""
-    lines = config_path.read_text(encoding="utf-8").splitlines()
-    start = lines.index("[smtp]") + 1
-    kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
-    kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
-    config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return config_path
 
 
 def subscribe(config_path: Path, count: int) -> list[str]:

@@ -16,7 +16,10 @@ The app (:func:`create_app`, starlette, like ``newsletter serve``) answers:
 - ``GET /state?as=``: the snapshot as JSON (subject, sizes, findings, error);
 - ``GET /events?as=``: the same JSON as server-sent events, once on connecting and
   again after each recomposition and each check, which is how the page reloads
-  itself (a new ``key`` is a new email; the check's findings follow with the same key).
+  itself (a new ``key`` is a new email; the check's findings follow with the same key);
+- ``POST /send-test`` (``{"tier": …}`` or ``?tier=``): what ``newsletter send-test``
+  does, to ``[newsletter] test_recipients``; only from the page itself (see
+  :func:`from_the_page`), and answered with :func:`send_test_outcome`'s JSON.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ from composer.composing.pipeline import (
     generic_unsubscribe_url,
 )
 from composer.config import PROJECT_ROOT, Config, load_config
-from composer.errors import IssueError, NewsletterError, SubscriberError, location
+from composer.errors import IssueError, NewsletterError, SendError, SubscriberError, location
 from composer.model import TIERS, Tier
+from composer.sending.dispatch import DispatchReport
+from composer.sending.send import send_test
 from composer.store import Subscriber, open_store
 from composer.store.membership import AddressChecker, AddressRejected
 from composer.unsubscribe import UnsubscribeLinks
@@ -72,6 +77,8 @@ CHECK_DELAY_SECONDS = 0.1
 _NO_STORE = {"Cache-Control": "no-store"}
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
+# The page sends this header with every request that acts; see from_the_page.
+GUARD_HEADER = "X-Newsletter-Preview"
 
 
 @dataclass(frozen=True)
@@ -303,6 +310,7 @@ class Preview:
             "error": None,
             "reader": None,
             "reader_problem": None,
+            "test_recipients": [],
         }
         if snapshot.error is not None:
             state["error"] = {"where": snapshot.error.where, "reason": snapshot.error.reason}
@@ -316,6 +324,7 @@ class Preview:
             findings=None
             if snapshot.findings is None
             else [{"severity": f.severity, "text": str(f)} for f in snapshot.findings],
+            test_recipients=list(snapshot.config.newsletter.test_recipients),
         )
         if as_email:
             try:
@@ -330,6 +339,36 @@ class Preview:
                     "status": subscriber.status,
                 }
         return state
+
+
+def from_the_page(request: Request) -> bool:
+    """Whether ``request``, one that acts (sends mail), comes from the preview page itself.
+
+    Another site's page cannot set a custom header on a request to this origin without a
+    CORS preflight, which this app never grants; and since a page on a rebound name
+    (attacker.example resolving to 127.0.0.1) is same-origin with itself, the Host it
+    used must be this machine's, and the Origin, when the browser sends one, ours.
+    """
+    if request.headers.get(GUARD_HEADER) != "1":
+        return False
+    host = request.headers.get("host", "")
+    origin = request.headers.get("origin")
+    return host.rpartition(":")[0] in (HOST, "localhost") and origin in (None, f"http://{host}")
+
+
+def send_test_outcome(report: DispatchReport, to: tuple[str, ...]) -> dict[str, Any]:
+    """What the page shows after a test send: how many of ``to`` were sent, and each
+    failed address with the server's code and reply."""
+    return {
+        "sent": report.sent,
+        "recipients": list(to),
+        "failed": [
+            {"address": outcome.recipient.email, "code": outcome.code, "reply": outcome.reply}
+            for outcome in report.failures
+        ],
+        # Only a run that stopped early (a string of failures) has something to add.
+        "error": report.reason or None,
+    }
 
 
 def create_app(preview: Preview) -> Starlette:
@@ -376,6 +415,40 @@ def create_app(preview: Preview) -> Starlette:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=_NO_STORE)
 
+    async def send_test_copy(request: Request) -> Response:
+        if not from_the_page(request):
+            return _refusal(403, "only the preview page itself may send a test")
+        tier: object = request.query_params.get("tier")
+        if tier is None and (raw := await request.body()):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return _refusal(400, "the body is not JSON")
+            tier = body.get("tier") if isinstance(body, dict) else None
+        if tier not in TIERS:
+            return _refusal(400, "tier is free or paid")
+        snapshot = preview.snapshot
+        if snapshot.error is not None or snapshot.config is None:
+            return _refusal(409, f"fix the issue before sending a test: {snapshot.error}")
+        to = snapshot.config.newsletter.test_recipients
+        if not to:
+            return _refusal(409, "set [newsletter] test_recipients in config.toml to send a test")
+        try:
+            # The send talks SMTP on its own event loop in a worker thread, so this
+            # loop keeps streaming reloads meanwhile.
+            report = await run_in_threadpool(
+                send_test, preview.issue_path, snapshot.config, tier, to
+            )
+        # Whatever goes wrong is the page's to show; the preview keeps running.
+        except SendError as exc:  # the mail server is down, refused the login, ...
+            return _refusal(502, exc.message)
+        except NewsletterError as exc:  # the issue or config broke since the snapshot
+            return _refusal(409, str(PreviewError.from_exception(exc)))
+        except Exception as exc:
+            logger.exception("sending a test of %s failed", preview.issue_path)
+            return _refusal(500, str(PreviewError.from_exception(exc)))
+        return JSONResponse(send_test_outcome(report, to), headers=_NO_STORE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         watcher = preview.start_watching()
@@ -391,6 +464,7 @@ def create_app(preview: Preview) -> Starlette:
             Route("/email", email),
             Route("/state", state),
             Route("/events", events),
+            Route("/send-test", send_test_copy, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -476,6 +550,10 @@ def serve_preview(
     with contextlib.suppress(KeyboardInterrupt):
         PreviewServer(preview).run(sockets=[sock])
     echo("Stopped.")
+
+
+def _refusal(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status, headers=_NO_STORE)
 
 
 def _since(started: float) -> float:
