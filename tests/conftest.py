@@ -16,7 +16,7 @@ import uvicorn
 from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
-from composer.__main__ import cli
+from composer.cli import cli
 from composer.config import Config, load_config
 from composer.store import SubscriberStore, open_store
 from composer.web.serve import create_app

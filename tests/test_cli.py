@@ -10,7 +10,7 @@ from email import policy
 
 import click
 
-from composer.__main__ import cli
+from composer.cli import cli
 from tests.conftest import EXAMPLE_MD, ROOT
 
 
@@ -100,7 +100,7 @@ def test_every_command_has_help_and_is_in_the_readme():
 
 def test_help_is_instant_because_workers_load_lazily():
     code = (
-        "import sys, composer.__main__ as m; "
+        "import sys, composer.cli; "
         "heavy = {'premailer', 'mjml', 'jinja2', 'markdown_it', 'aiosmtplib', 'lxml',"
         " 'starlette', 'uvicorn', 'watchfiles'}; "
         "print(sorted(heavy & set(sys.modules)))"

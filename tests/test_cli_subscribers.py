@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import Result
 
-from composer.__main__ import cli
+from composer.cli import cli
 from tests.conftest import write_csv
 
 Invoke = Callable[..., Result]

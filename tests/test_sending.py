@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from composer.__main__ import cli
+from composer.cli import cli
 from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import load_config

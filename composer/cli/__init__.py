@@ -1,0 +1,43 @@
+"""The ``newsletter`` command line: parse, call the library, print.
+
+One module per group of commands, each a thin shell over the library:
+
+    options.py       the options and arguments several commands share
+    composing.py     new, build, check
+    web.py           preview, serve
+    subscribers.py   the ``subscribers`` group
+    sending.py       outbox, send-test, send, status
+
+Each module lists its commands in ``COMMANDS``; a new module is one more line in
+``COMMANDS`` below. Each command imports its worker inside the function, so ``--help``
+stays instant. Errors are :class:`composer.errors.NewsletterError`, which click prints
+as one line with the right exit code; no command needs its own try/except.
+"""
+
+from __future__ import annotations
+
+import click
+
+from composer import __version__
+from composer.cli import composing, sending, subscribers, web
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="newsletter")
+def cli() -> None:
+    """Write a newsletter issue as a plain file, preview it, test it, send it."""
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    *composing.COMMANDS,
+    *web.COMMANDS,
+    *subscribers.COMMANDS,
+    *sending.COMMANDS,
+)
+for command in COMMANDS:
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="newsletter")

@@ -1,0 +1,56 @@
+"""The options and arguments several commands share, and the converters from click's
+checked strings to the library's vocabularies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from composer.model import TIERS, Tier
+
+if TYPE_CHECKING:
+    from composer.store import Segment
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(command: F) -> F:
+    """The ``--config PATH`` option every command takes."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=Path("config.toml"),
+        show_default=True,
+        help="The newsletter's settings file.",
+    )(command)
+
+
+issue_argument = click.argument(
+    "issue_path", metavar="ISSUE", type=click.Path(path_type=Path, dir_okay=False)
+)
+tier_option = click.option(
+    "--tier",
+    type=click.Choice(["free", "paid"]),
+    default="paid",
+    show_default=True,
+    help="Compose for free readers (cut at the paywall) or paid readers (everything).",
+)
+
+
+def as_tier(value: str) -> Tier:
+    """The tier click has already checked against ``--tier``'s choices."""
+    if value not in TIERS:
+        raise click.BadParameter(f"unknown tier {value!r}", param_hint="--tier")
+    return value
+
+
+def as_segment(value: str) -> Segment:
+    """The segment click has already checked against ``--segment``'s choices."""
+    segments: dict[str, Segment] = {"free": "free", "paid": "paid", "all": "all"}
+    if value in segments:
+        return segments[value]
+    raise click.BadParameter(f"unknown segment {value!r}", param_hint="--segment")

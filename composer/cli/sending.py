@@ -1,0 +1,131 @@
+"""``outbox``, ``send-test``, ``send`` and ``status``: dispatching an issue over SMTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from composer.cli.options import as_segment, as_tier, config_option, issue_argument, tier_option
+
+
+@click.command()
+@click.option("--port", type=int, help="Port to listen on  [default: [smtp] port]")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("outbox"),
+    show_default=True,
+    help="Folder for the .eml files.",
+)
+@config_option
+def outbox(port: int | None, directory: Path, config_path: Path) -> None:
+    """Run a local SMTP server that stores every message as a .eml file (Ctrl+C to stop)."""
+    from composer.config import load_config
+    from composer.sending.outbox import run_outbox
+
+    smtp = load_config(config_path).smtp
+
+    def ready(bound: int) -> None:
+        click.echo(f"Outbox on {smtp.host}:{bound}, storing messages in {directory}/")
+
+    def stored(sender: str, recipients: list[str], path: Path) -> None:
+        click.echo(f"{', '.join(recipients)}  ←  {sender}  {path}")
+
+    run_outbox(directory, smtp.host, smtp.port if port is None else port, stored, ready)
+
+
+@click.command("send-test")
+@issue_argument
+@click.option(
+    "--to",
+    "addresses",
+    multiple=True,
+    help="An address to send to (repeatable)  [default: test_recipients]",
+)
+@tier_option
+@config_option
+def send_test_command(
+    issue_path: Path, addresses: tuple[str, ...], tier: str, config_path: Path
+) -> None:
+    """Send ISSUE to test addresses only, subject prefixed [TEST]."""
+    from composer.config import load_config
+    from composer.sending.console import print_test_report
+    from composer.sending.send import send_test
+
+    config = load_config(config_path)
+    to = addresses or config.newsletter.test_recipients
+    if not to:
+        raise click.UsageError("no --to given and [newsletter] test_recipients is empty")
+    report = send_test(issue_path, config, as_tier(tier), to)
+    if not print_test_report(report, len(to)):
+        raise SystemExit(1)
+
+
+@click.command()
+@issue_argument
+@click.option(
+    "--segment",
+    type=click.Choice(["free", "paid", "all"]),
+    default="all",
+    show_default=True,
+    help="Which subscribers: free ones get the free edition, paid ones the full issue.",
+)
+@click.option("--dry-run", is_flag=True, help="Compose and count; send nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="SMTP connections at once.")
+@click.option("--rate", type=click.FloatRange(min=0), help="At most this many messages a second.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also try again the recipients that failed for a temporary or server-side cause.",
+)
+@config_option
+def send(
+    issue_path: Path,
+    segment: str,
+    dry_run: bool,
+    yes: bool,
+    concurrency: int | None,
+    rate: float | None,
+    retry_failed: bool,
+    config_path: Path,
+) -> None:
+    """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
+    from composer.config import load_config
+    from composer.sending.console import confirm_plan, print_send_result, progress_display
+    from composer.sending.send import dispatch_settings, plan_send, send_issue
+
+    config = load_config(config_path)
+    chosen = as_segment(segment)
+    plan = plan_send(issue_path, config, chosen, retry_failed=retry_failed)
+    if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
+        return
+    with progress_display() as display:
+        result = send_issue(
+            issue_path,
+            config,
+            chosen,
+            settings=dispatch_settings(config, concurrency, rate),
+            retry_failed=retry_failed,
+            on_start=display.start,
+            on_progress=display.update,
+        )
+    if not print_send_result(result, issue_path):
+        raise SystemExit(1)
+
+
+@click.command()
+@issue_argument
+@config_option
+def status(issue_path: Path, config_path: Path) -> None:
+    """Show where the dispatch of ISSUE stands, with each failure and the server's reply."""
+    from composer.config import load_config
+    from composer.sending.console import print_status
+    from composer.sending.send import dispatch_status
+
+    print_status(dispatch_status(issue_path, load_config(config_path)), issue_path)
+
+
+COMMANDS = (outbox, send_test_command, send, status)

@@ -1,0 +1,78 @@
+"""``preview`` and ``serve``: the local preview page and the public web service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from composer.cli.options import config_option, issue_argument
+
+
+@click.command()
+@issue_argument
+@click.option(
+    "--port", default=8001, show_default=True, help="Port on 127.0.0.1 (0 picks a free one)."
+)
+@click.option(
+    "--open/--no-open",
+    "open_browser",
+    default=True,
+    show_default=True,
+    help="Open the preview in the default browser.",
+)
+@click.option(
+    "--as",
+    "as_email",
+    metavar="EMAIL",
+    help="Show the copy this subscriber gets: their tier and their unsubscribe link.",
+)
+@config_option
+def preview(
+    issue_path: Path, port: int, open_browser: bool, as_email: str | None, config_path: Path
+) -> None:
+    """Serve ISSUE on 127.0.0.1 and update the page whenever the issue, a template or the
+    config changes: desktop and phone widths, paid and free, HTML and plain text, light
+    and dark, the size against Gmail's clip and the check findings. Ctrl+C stops it."""
+    from composer.web.preview import serve_preview
+
+    serve_preview(
+        issue_path,
+        config_path,
+        port=port,
+        open_browser=open_browser,
+        as_email=as_email,
+        echo=click.echo,
+    )
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--issues",
+    "issues_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of issue files to publish  [default: issues/ next to the config]",
+)
+@config_option
+def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
+    """Run the web service at base_url: unsubscribe links, web versions, archive, feed."""
+    import logging
+
+    import uvicorn
+
+    from composer.config import load_config
+    from composer.web.serve import RedactQueryStrings, create_app
+
+    config = load_config(config_path)
+    app = create_app(config, issues_dir)
+    click.echo(
+        f"Serving {config.newsletter.base_url} on http://{host}:{port}"
+        " (put it behind your HTTPS proxy; Ctrl+C to stop)"
+    )
+    logging.getLogger("uvicorn.access").addFilter(RedactQueryStrings())
+    uvicorn.run(app, host=host, port=port)
+
+
+COMMANDS = (preview, serve)
