@@ -232,6 +232,15 @@ def test_send_test_to_a_server_that_is_down_is_a_clear_json_error(example, send_
     assert "`newsletter outbox`" in error and "\n" not in error
 
 
+def test_send_test_with_no_test_recipients_is_refused_with_the_fix(example, send_config, smtp):
+    edit(send_config, lambda text: text.replace('["editor@example.com"]', "[]"))
+    with running_preview(example, send_config) as running:
+        response = running.client.post("/send-test?tier=paid", headers=FROM_THE_PAGE)
+    assert response.status_code == 409
+    assert "list them in [newsletter] test_recipients" in response.json()["error"]
+    assert smtp.handler.attempts.total() == 0
+
+
 def test_send_test_is_refused_while_the_issue_has_an_error(sending, smtp):
     edit(sending.issue, lambda text: text.replace("date = 2024-05-03", "date = someday"))
     sending.wait_for(lambda state: state["error"] is not None)

@@ -32,7 +32,7 @@ from composer.sending import Recipient
 from composer.sending.dispatch import DispatchSettings
 from composer.sending.journal import SqliteDispatchJournal
 from composer.sending.personalise import MessageTemplate
-from composer.sending.send import send_issue
+from composer.sending.send import addresses_for_test, send_issue
 from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
@@ -535,6 +535,21 @@ def test_send_test_goes_only_to_the_given_addresses_with_a_test_subject(send_con
     assert result.exit_code == 0, result.output
     assert sorted(smtp.received()) == ["ed@example.org", "me@example.org"]
     assert all(m["Subject"].startswith("[TEST] ") for m in smtp.messages())
+
+
+def test_a_test_goes_to_the_given_addresses_else_to_test_recipients(config):
+    assert addresses_for_test(config, ["me@example.org"]) == ("me@example.org",)
+    assert addresses_for_test(config) == ("editor@example.com",)
+
+
+def test_send_test_with_no_address_anywhere_is_one_line_naming_the_setting(send_config, smtp):
+    text = send_config.read_text(encoding="utf-8")
+    send_config.write_text(text.replace('["editor@example.com"]', "[]"), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["send-test", str(EXAMPLE_MD), "--config", str(send_config)])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert str(send_config) in line and "[newsletter] test_recipients" in line and "--to" in line
+    assert smtp.handler.attempts.total() == 0
 
 
 def test_a_killed_dispatch_resumes_with_no_one_missed_and_at_most_concurrency_duplicates(

@@ -52,12 +52,10 @@ def send_test_command(
     """Send ISSUE to test addresses only, subject prefixed [TEST]."""
     from composer.config import load_config
     from composer.sending.console import print_test_report
-    from composer.sending.send import send_test
+    from composer.sending.send import addresses_for_test, send_test
 
     config = load_config(config_path)
-    to = addresses or config.newsletter.test_recipients
-    if not to:
-        raise click.UsageError("no --to given and [newsletter] test_recipients is empty")
+    to = addresses_for_test(config, addresses)
     report = send_test(issue_path, config, as_tier(tier), to)
     if not print_test_report(report, len(to)):
         raise SystemExit(1)

@@ -16,6 +16,7 @@ from pathlib import Path
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
+from composer.errors import ConfigError
 from composer.model import Tier
 from composer.sending import Recipient
 from composer.sending.dispatch import (
@@ -126,6 +127,17 @@ def send_issue(
         report = _run(recipients, render, transport, journal, settings, on_progress)
         journal.release(_describe(report))
     return SendResult(plan, report)
+
+
+def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
+    """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``."""
+    addresses = tuple(to) or config.newsletter.test_recipients
+    if not addresses:
+        raise ConfigError(
+            f"{config.path}: no test recipients; list them in [newsletter] test_recipients"
+            " (or give send-test --to ADDRESS)"
+        )
+    return addresses
 
 
 def send_test(

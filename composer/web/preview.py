@@ -62,7 +62,7 @@ from composer.config import PROJECT_ROOT, Config, load_config
 from composer.errors import IssueError, NewsletterError, SendError, SubscriberError, location
 from composer.model import TIERS, Tier
 from composer.sending.dispatch import DispatchReport
-from composer.sending.send import send_test
+from composer.sending.send import addresses_for_test, send_test
 from composer.store import Subscriber, open_store
 from composer.store.membership import AddressChecker, AddressRejected
 from composer.unsubscribe import UnsubscribeLinks
@@ -430,10 +430,8 @@ def create_app(preview: Preview) -> Starlette:
         snapshot = preview.snapshot
         if snapshot.error is not None or snapshot.config is None:
             return _refusal(409, f"fix the issue before sending a test: {snapshot.error}")
-        to = snapshot.config.newsletter.test_recipients
-        if not to:
-            return _refusal(409, "set [newsletter] test_recipients in config.toml to send a test")
         try:
+            to = addresses_for_test(snapshot.config)
             # The send talks SMTP on its own event loop in a worker thread, so this
             # loop keeps streaming reloads meanwhile.
             report = await run_in_threadpool(
@@ -442,7 +440,8 @@ def create_app(preview: Preview) -> Starlette:
         # Whatever goes wrong is the page's to show; the preview keeps running.
         except SendError as exc:  # the mail server is down, refused the login, ...
             return _refusal(502, exc.message)
-        except NewsletterError as exc:  # the issue or config broke since the snapshot
+        # No test recipients, or the issue or config broke since the snapshot.
+        except NewsletterError as exc:
             return _refusal(409, str(PreviewError.from_exception(exc)))
         except Exception as exc:
             logger.exception("sending a test of %s failed", preview.issue_path)
