@@ -1,7 +1,7 @@
 """Load and validate ``config.toml`` into a frozen :class:`Config`.
 
-Every problem is collected with its section and key, then reported at once, so
-an editor fixes the file in one pass instead of one error per run.
+Every problem is collected with its section and key, then reported at once, one a
+line, so an editor fixes the file in one pass instead of one error per run.
 """
 
 from __future__ import annotations
@@ -187,8 +187,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
     check(send["rate_per_second"] >= 0, "[send] rate_per_second must be 0 (no limit) or more")
 
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0]}")
     if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
+        raise ConfigError(
+            f"{path}: {len(problems)} problems:" + "".join(f"\n  {p}" for p in problems)
+        )
 
     templates = Path(newsletter["templates"]) if newsletter["templates"] else None
     assert sender is not None
