@@ -140,6 +140,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             value = given[key]
             if not isinstance(value, kind) or isinstance(value, bool):
                 problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
+                # The checks below see what a missing key gives, not a value they trip on.
+                value = None if default is _REQUIRED else default
             values[section][key] = value
 
     root = path.resolve().parent
@@ -159,7 +161,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     )
     base_url = newsletter["base_url"] or ""
     check(
-        base_url.startswith(("https://", "http://")),
+        newsletter["base_url"] is None or base_url.startswith(("https://", "http://")),
         "[newsletter] base_url must start with https:// (or http:// for a local server)",
     )
     mailto = newsletter["unsubscribe_mailto"] or ""

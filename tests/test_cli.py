@@ -103,6 +103,28 @@ def test_a_single_config_problem_is_one_line(tmp_path):
     assert result.output.splitlines() == [f"Error: {bad}: [smtp] port out of range"]
 
 
+def test_config_values_of_the_wrong_type_are_problems_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[newsletter]\nname = "N"\nfrom = 1\nbase_url = 5\ntest_recipients = "a@b.c"\n'
+        '[smtp]\nport = "25"\nca_file = 3\n[send]\nconcurrency = "8"\n',
+        encoding="utf-8",
+    )
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["build", str(EXAMPLE_MD), "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"Error: {bad}: 6 problems:",
+        "  [newsletter] from has the wrong type (int)",
+        "  [newsletter] base_url has the wrong type (int)",
+        "  [newsletter] test_recipients has the wrong type (str)",
+        "  [smtp] port has the wrong type (str)",
+        "  [smtp] ca_file has the wrong type (int)",
+        "  [send] concurrency has the wrong type (str)",
+    ]
+
+
 def _commands(group: click.Group, prefix: str = ""):
     for name, command in group.commands.items():
         yield f"{prefix}{name}", command
