@@ -1,6 +1,6 @@
 """The subscriber CSV: import with per-row validation, and export that round-trips.
 
-The file is ``email,name,tier,tags`` with a header row (CLI.md); an export adds
+The file is ``email,name,tier,tags`` with a header row (docs/cli.md); an export adds
 ``status,status_changed_at,status_reason`` so that importing it into a fresh
 database keeps every unsubscribe. A row that fails validation is reported by
 line and skipped; only a file that cannot be read at all raises.
