@@ -24,20 +24,13 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+# tests/ is not installed: the benchmark launches Chromium exactly as the browser tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from composer.web.preview import Preview, PreviewServer, listen
+from tests.chromium import find_chromium, launch_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 WARM_UP = 3
 
 
@@ -47,7 +40,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--width", choices=["desktop", "phone", "both"], default="desktop")
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = find_chromium()
     if not chromium:
         sys.exit("Debian's chromium is needed: apt-get install chromium")
 
@@ -92,7 +85,7 @@ def measure(
     latencies: list[float] = []
     composing: list[float] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright, chromium)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url)
         page.wait_for_selector("body[data-state=ready][data-updated-at]")

@@ -1,7 +1,7 @@
 """Load and validate ``config.toml`` into a frozen :class:`Config`.
 
-Every problem is collected with its section and key, then reported at once, so
-an editor fixes the file in one pass instead of one error per run.
+Every problem is collected with its section and key, then reported at once, one a
+line, so an editor fixes the file in one pass instead of one error per run.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             value = given[key]
             if not isinstance(value, kind) or isinstance(value, bool):
                 problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
+                # The checks below see what a missing key gives, not a value they trip on.
+                value = None if default is _REQUIRED else default
             values[section][key] = value
 
     root = path.resolve().parent
@@ -159,7 +161,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     )
     base_url = newsletter["base_url"] or ""
     check(
-        base_url.startswith(("https://", "http://")),
+        newsletter["base_url"] is None or base_url.startswith(("https://", "http://")),
         "[newsletter] base_url must start with https:// (or http:// for a local server)",
     )
     mailto = newsletter["unsubscribe_mailto"] or ""
@@ -187,8 +189,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
     check(send["rate_per_second"] >= 0, "[send] rate_per_second must be 0 (no limit) or more")
 
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0]}")
     if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
+        raise ConfigError(
+            f"{path}: {len(problems)} problems:" + "".join(f"\n  {p}" for p in problems)
+        )
 
     templates = Path(newsletter["templates"]) if newsletter["templates"] else None
     assert sender is not None

@@ -1,4 +1,4 @@
-"""Every error the user can meet, in one tree.
+"""Every error the user can meet, in one tree; apart from it, the signals between stages.
 
     NewsletterError (click.ClickException)   exit code 2 unless a subclass says otherwise
     ├── ConfigError                          config.toml is missing or wrong
@@ -21,6 +21,17 @@ Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib)
 into these once, at the stage that calls the library, chained with ``from exc``.
 Because the root is a ``click.ClickException``, the CLI prints the one-line message
 and exits with the code without any command needing its own try/except.
+
+Below them, apart, the internal signals: ``ValueError`` subclasses that one stage raises
+and a stage above it always catches, turning them into data (a rejected row, a failed
+recipient, a 400 page) or into one of the errors above. None of them reaches the user.
+
+    ValueError
+    ├── AddressRejected      email-validator refused an address (add, remove, import, "View as")
+    ├── RowRejected          one CSV row cannot be imported: reported with its line, the rest go on
+    ├── InvalidToken         an unsubscribe token is malformed, altered or not signed by us
+    └── UnsendableAddress    an address cannot go into a header or SMTP envelope safely:
+                             that recipient fails, the dispatch goes on
 """
 
 from __future__ import annotations
@@ -131,6 +142,35 @@ class SmtpConnectionLost(SendError, ConnectionError):
 
 class DispatchLocked(SendError):
     """Another process holds the dispatch lock of this issue."""
+
+
+# Internal signals: never shown as they are, always caught by the stage above.
+
+
+class AddressRejected(ValueError):
+    """An address failed validation; ``reason`` is email-validator's explanation."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{value!r}: {reason}")
+
+
+class RowRejected(ValueError):
+    """One CSV row cannot be imported; ``value`` is the offending cell, ``reason`` the fix."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(reason)
+
+
+class InvalidToken(ValueError):
+    """A token that is malformed, truncated, altered or signed under another secret."""
+
+
+class UnsendableAddress(ValueError):
+    """An address that cannot be written into a header or an SMTP envelope safely."""
 
 
 def location(path: Path, line: int | None = None, column: int | None = None) -> str:

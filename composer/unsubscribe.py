@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from composer.config import Config
-from composer.errors import SecretError
+from composer.errors import InvalidToken, SecretError
 
 SECRET_ENV = "NEWSLETTER_SECRET"
 SECRET_FILE = ".newsletter-secret"
@@ -33,10 +33,6 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 # Binds every MAC to this purpose and format, so a MAC made for anything else under
 # the same secret (a later feature) can never pass as an unsubscribe token.
 _PURPOSE = b"newsletter unsubscribe v1\0"
-
-
-class InvalidToken(ValueError):
-    """A token that is malformed, truncated, altered or signed under another secret."""
 
 
 @dataclass(frozen=True)

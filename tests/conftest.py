@@ -3,7 +3,6 @@ a real SQLite subscriber store next to the config, and a real SMTP server to sen
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import threading
 import time
@@ -20,6 +19,7 @@ from composer.cli import cli
 from composer.config import Config, load_config
 from composer.store import SubscriberStore, open_store
 from composer.web.serve import create_app
+from tests.chromium import find_chromium, launch_chromium
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,26 +165,12 @@ def server(config: Config) -> Iterator[httpx.Client]:
     thread.join(timeout=10)
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # The example's images are on example.com; nothing may leave the machine.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's headless chromium, which CI installs with apt (never Playwright's download)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's headless chromium, offline (see tests/chromium.py)."""
+    chromium = find_chromium()
     assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run does it)"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright, chromium)
         yield browser
         browser.close()

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from composer.config import Config
-from composer.errors import SecretError
+from composer.errors import InvalidToken, SecretError
 from composer.unsubscribe import (
     SECRET_FILE,
-    InvalidToken,
     UnsubscribeLinks,
     UnsubscribeToken,
     load_secret,

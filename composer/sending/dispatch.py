@@ -31,9 +31,9 @@ from composer.errors import (
     SmtpConnectError,
     SmtpConnectionLost,
     SmtpReplyError,
+    UnsendableAddress,
 )
 from composer.sending import Outcome, Recipient, State
-from composer.sending.personalise import UnsendableAddress
 from composer.sending.transport import Connection, Transport
 
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except

@@ -38,6 +38,7 @@ from composer.composing.message import WIRE_POLICY
 from composer.composing.pipeline import ComposedIssue
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import Config
+from composer.errors import UnsendableAddress
 from composer.sending import Recipient
 from composer.unsubscribe import UnsubscribeLinks
 
@@ -54,10 +55,6 @@ _ATEXT_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _SHARED_FIELDS = {"subject", "from", "reply-to", "date", "mime-version", "content-type"}
 _PERSONAL_FIELDS = {"to", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
-
-
-class UnsendableAddress(ValueError):
-    """An address that cannot be written into a header or an SMTP envelope safely."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The subscriber CSV: import with per-row validation, and export that round-trips.
 
-The file is ``email,name,tier,tags`` with a header row (CLI.md); an export adds
+The file is ``email,name,tier,tags`` with a header row (docs/cli.md); an export adds
 ``status,status_changed_at,status_reason`` so that importing it into a fresh
 database keeps every unsubscribe. A row that fails validation is reported by
 line and skipped; only a file that cannot be read at all raises.
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.errors import SubscriberFileError
+from composer.errors import AddressRejected, RowRejected, SubscriberFileError
 from composer.model import TIERS
 from composer.store import STATUSES, ImportCounts, NewSubscriber, SubscriberStore
-from composer.store.membership import AddressChecker, AddressRejected
+from composer.store.membership import AddressChecker
 
 if TYPE_CHECKING:
     import _csv
@@ -111,37 +111,30 @@ def _valid_rows(
         row = dict(zip(header, (cell.strip() for cell in cells), strict=False))
         try:
             yield _parse_row(row, checker)
-        except _RowRejected as exc:
+        except RowRejected as exc:
             rejected.append(RejectedRow(start, exc.value, exc.reason))
-
-
-class _RowRejected(ValueError):
-    def __init__(self, value: str, reason: str) -> None:
-        self.value = value
-        self.reason = reason
-        super().__init__(reason)
 
 
 def _parse_row(row: dict[str, str], checker: AddressChecker) -> NewSubscriber:
     email = row.get("email", "")
     if not email:
-        raise _RowRejected("", "no email address")
+        raise RowRejected("", "no email address")
     try:
         key = checker.key(email)
     except AddressRejected as exc:
-        raise _RowRejected(email, exc.reason) from exc
+        raise RowRejected(email, exc.reason) from exc
     tier = row.get("tier", "").lower() or None
     if tier is not None and tier not in TIERS:
-        raise _RowRejected(tier, f"unknown tier for {email}; use free or paid (empty: free)")
+        raise RowRejected(tier, f"unknown tier for {email}; use free or paid (empty: free)")
     status = row.get("status", "").lower() or "active"
     if status not in STATUSES:
-        raise _RowRejected(status, f"unknown status for {email}; use {', '.join(STATUSES)}")
+        raise RowRejected(status, f"unknown status for {email}; use {', '.join(STATUSES)}")
     changed_at = None
     if row.get("status_changed_at"):
         try:
             changed_at = dt.datetime.fromisoformat(row["status_changed_at"])
         except ValueError as exc:
-            raise _RowRejected(
+            raise RowRejected(
                 row["status_changed_at"], f"status_changed_at for {email} is not an ISO 8601 time"
             ) from exc
     tags = tuple(tag.strip() for tag in row.get("tags", "").split(";") if tag.strip())

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from email_validator import EmailNotValidError, caching_resolver, validate_email
 
-from composer.errors import SubscriberError
+from composer.errors import AddressRejected, SubscriberError
 from composer.model import Tier
 from composer.store import Change, NewSubscriber, Subscriber, SubscriberStore
-
-
-class AddressRejected(ValueError):
-    """An address failed validation; ``reason`` is email-validator's explanation."""
-
-    def __init__(self, value: str, reason: str) -> None:
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{value!r}: {reason}")
 
 
 class AddressChecker:

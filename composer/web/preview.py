@@ -59,12 +59,19 @@ from composer.composing.pipeline import (
     generic_unsubscribe_url,
 )
 from composer.config import PROJECT_ROOT, Config, load_config
-from composer.errors import IssueError, NewsletterError, SendError, SubscriberError, location
+from composer.errors import (
+    AddressRejected,
+    IssueError,
+    NewsletterError,
+    SendError,
+    SubscriberError,
+    location,
+)
 from composer.model import TIERS, Tier
 from composer.sending.dispatch import DispatchReport
 from composer.sending.send import addresses_for_test, send_test
 from composer.store import Subscriber, open_store
-from composer.store.membership import AddressChecker, AddressRejected
+from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,10 @@ from starlette.routing import Route
 
 from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.config import Config, SubscriberSettings
+from composer.errors import InvalidToken
 from composer.model import Issue
 from composer.store import NewSubscriber, Subscriber, open_store
-from composer.unsubscribe import InvalidToken, UnsubscribeLinks, UnsubscribeToken
+from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
 from composer.web.archive import atom_feed, find_published, published_issues
 
 _PAGE = """<!doctype html>
