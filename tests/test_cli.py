@@ -134,15 +134,3 @@ def test_help_is_instant_because_workers_load_lazily():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
-
-
-def test_every_command_and_option_is_in_docs_cli():
-    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    for name, command in _commands(cli):
-        assert f"newsletter {name}" in reference, f"docs/cli.md does not list `newsletter {name}`"
-        for param in command.params:
-            spellings = [*param.opts, *param.secondary_opts]
-            if isinstance(param, click.Option) and "--config" not in spellings:
-                assert any(spelling in reference for spelling in spellings), (
-                    f"docs/cli.md does not describe {'/'.join(spellings)} of `newsletter {name}`"
-                )

@@ -1,5 +1,6 @@
-"""The command line and the README agree: every command has help and is shown in the
-README, and every command line the README shows names real commands and options."""
+"""The command line and its documents agree: every command has help, is shown in the
+README and described with each of its options in docs/cli.md, and every command line the
+README shows names real commands and options."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from composer.cli import cli
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+REFERENCE = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
 def walk(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
@@ -82,3 +84,15 @@ def test_every_command_the_readme_names_inline_exists_with_its_options(span):
     options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     for word in rest:
         assert not word.startswith("-") or word in options, f"`{span}`: no option {word}"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_and_option_is_in_docs_cli(name):
+    command = COMMANDS[name]
+    assert f"newsletter {name}" in REFERENCE, f"docs/cli.md does not list `newsletter {name}`"
+    for param in command.params:
+        spellings = [*param.opts, *param.secondary_opts]
+        if isinstance(param, click.Option) and "--config" not in spellings:
+            assert any(spelling in REFERENCE for spelling in spellings), (
+                f"docs/cli.md does not describe {'/'.join(spellings)} of `newsletter {name}`"
+            )
