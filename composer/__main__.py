@@ -7,6 +7,7 @@ with the right exit code; no command needs its own try/except.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,10 +47,23 @@ tier_option = click.option(
 )
 
 
+class EchoWarnings(logging.Handler):
+    """Prints the library's warnings on stderr as they are, one line each: what a
+    database migration did, for one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # click.echo looks stderr up at each call, so this also follows click's test
+        # runner, which swaps the stream for every invocation.
+        click.echo(self.format(record), err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="newsletter")
 def cli() -> None:
     """Write a newsletter issue as a plain file, preview it, test it, send it."""
+    library = logging.getLogger("composer")
+    if not any(isinstance(handler, EchoWarnings) for handler in library.handlers):
+        library.addHandler(EchoWarnings(logging.WARNING))
 
 
 @cli.command()

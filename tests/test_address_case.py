@@ -1,8 +1,12 @@
 """One address, one reader: letter case never makes two subscribers (import, add, remove,
-unsubscribe links, preview, dispatch)."""
+unsubscribe links, preview, dispatch), and lists from before that rule are merged once,
+with the most protective status, when they are first opened."""
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +17,10 @@ from composer.config import Config, load_config
 from composer.sending.send import send_issue
 from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.csvio import import_csv
+from composer.store.sqlite import MIGRATIONS
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.preview import find_reader
-from tests.conftest import EXAMPLE_MD, write_csv
+from tests.conftest import EXAMPLE_MD, ROOT, write_csv
 from tests.smtp_server import SmtpServer
 
 
@@ -86,3 +91,138 @@ def test_a_link_signed_with_the_old_case_preserving_key_still_unsubscribes(
         "Reader5@Example.org": ("unsubscribed", "unsubscribe link in issue-1"),
         "other@example.org": ("active", ""),
     }
+
+
+T1, T2, T3 = (f"2024-0{month}-01T00:00:00+00:00" for month in (1, 2, 3))
+
+
+def schema_2_database(path: Path) -> sqlite3.Connection:
+    """A subscriber database as the release before case-insensitive keys left it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        assert isinstance(script, str)
+        db.executescript(script)
+    db.execute("PRAGMA user_version = 2")
+    return db
+
+
+def insert(db: sqlite3.Connection, email: str, **fields: str) -> int:
+    """A row keyed as before: the domain folded, the local part as written."""
+    local, domain = email.rsplit("@", 1)
+    values = {"name": "", "tier": "free", "tags": "", "at": T1, **fields}
+    cursor = db.execute(
+        "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
+        " status_reason, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?, 'imported', ?)",
+        (email, f"{local}@{domain.lower()}", values["name"], values["tier"], values["tags"],
+         values["at"], values["at"]),
+    )  # fmt: skip
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def mark(db: sqlite3.Connection, id_: int, status: str, at: str, reason: str) -> None:
+    db.execute(
+        "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ? WHERE id = ?",
+        (status, at, reason, id_),
+    )
+
+
+def deliver(db: sqlite3.Connection, issue: str, id_: int, state: str, at: str) -> None:
+    db.execute(
+        "INSERT INTO deliveries (issue, subscriber_id, email, state, updated_at)"
+        " SELECT ?, id, email, ?, ? FROM subscribers WHERE id = ?",
+        (issue, state, at, id_),
+    )
+
+
+def newsletter(*args: str, config_path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "composer", *args, "--config", str(config_path)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+REPORT = (
+    "merged 2 addresses that differed only in letter case"
+    " (kept the most protective status): Bob@example.org, Reader5@Example.org"
+)
+
+
+def old_list_with_case_duplicates(database: Path) -> dict[str, int]:
+    """Reader5 in three letter cases (one of them unsubscribed, with journal rows on
+    two), Bob in two (bounced, complained), and Ann; returns the row ids by name."""
+    db = schema_2_database(database)
+    first = insert(db, "Reader5@Example.org")
+    second = insert(db, "reader5@example.org", name="Reader Five", tier="paid", tags="vip")
+    mark(db, second, "unsubscribed", T3, "unsubscribe link in issue-1")
+    shouting = insert(db, "READER5@EXAMPLE.ORG", name="Shouting", at=T2)
+    ann = insert(db, "ann@example.org", name="Ann")
+    bob = insert(db, "Bob@example.org")
+    mark(db, bob, "bounced", T2, "550 5.1.1 no such user")
+    mark(db, insert(db, "bob@example.org"), "complained", T3, "abuse report")
+    deliver(db, "issue-1", first, "failed", T2)
+    deliver(db, "issue-1", second, "sent", T1)  # older, but sent: kept
+    deliver(db, "issue-1", ann, "sent", T1)
+    deliver(db, "issue-2", shouting, "deferred", T3)
+    db.close()
+    return {"first": first, "ann": ann}
+
+
+def test_an_old_list_with_case_duplicates_is_merged_once_keeping_unsubscribes_and_history(
+    config: Config, config_path: Path
+) -> None:
+    database = config.subscribers.database
+    ids = old_list_with_case_duplicates(database)
+    with sqlite3.connect(database) as db:
+        history_before = db.execute("SELECT count(*) FROM status_changes").fetchone()[0]
+
+    opened = newsletter("subscribers", "list", config_path=config_path)
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stderr.splitlines() == [
+        f"{database}: {REPORT}",
+        "3 subscribers: 1 active, 1 unsubscribed, 0 bounced, 1 complained",
+    ]
+    assert opened.stdout.splitlines() == [
+        "Reader5@Example.org\tReader Five\tpaid\tunsubscribed\tvip",
+        "ann@example.org\tAnn\tfree\tactive\t",
+        "Bob@example.org\t\tfree\tcomplained\t",
+    ]
+    reopened = newsletter("subscribers", "list", config_path=config_path)
+    assert "merged" not in reopened.stderr
+
+    with open_store(config.subscribers) as store:
+        reader = store.get("reader5@example.org")
+        assert store.get("bob@example.org") is not None
+    first = ids["first"]
+    assert reader is not None and reader.id == first
+    assert (reader.status, reader.status_reason) == ("unsubscribed", "unsubscribe link in issue-1")
+    assert reader.status_changed_at.isoformat() == T3
+    with sqlite3.connect(database) as db:
+        history = db.execute(
+            "SELECT status, reason FROM status_changes WHERE subscriber_id = ? ORDER BY id",
+            (first,),
+        ).fetchall()
+        history_after = db.execute("SELECT count(*) FROM status_changes").fetchone()[0]
+        deliveries = db.execute(
+            "SELECT issue, subscriber_id, state FROM deliveries ORDER BY issue, subscriber_id"
+        ).fetchall()
+    assert history == [
+        ("active", "imported"),
+        ("active", "imported"),
+        ("unsubscribed", "unsubscribe link in issue-1"),
+        ("active", "imported"),
+    ]
+    assert history_after == history_before, "every change kept, none made up"
+    assert deliveries == [
+        ("issue-1", first, "sent"),
+        ("issue-1", ids["ann"], "sent"),
+        ("issue-2", first, "deferred"),
+    ]
+
+
+def test_the_merge_is_reported_by_whichever_command_opens_the_list_first(
+    config: Config, run_cli: Callable[..., Result]
+) -> None:
+    old_list_with_case_duplicates(config.subscribers.database)
+    first = run_cli("status", EXAMPLE_MD)
+    assert first.exit_code == 0, first.output
+    assert first.stderr.splitlines() == [f"{config.subscribers.database}: {REPORT}"]
+    assert "merged" not in run_cli("status", EXAMPLE_MD).stderr
