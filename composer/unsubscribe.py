@@ -1,7 +1,9 @@
 """Signed one-click unsubscribe links and the headers bulk senders must carry.
 
 A token is ``<payload>.<mac>``, both unpadded URL-safe base64: the payload is the
-subscriber's normalised address and, optionally, the issue slug; the MAC is
+subscriber's key (:func:`composer.store.address_key`; links signed before keys were
+lower-cased carry the local part as written, so ``serve`` looks up the key of what
+a token carries) and, optionally, the issue slug; the MAC is
 HMAC-SHA256 over it under a secret that never enters the repository
 (``NEWSLETTER_SECRET``, else ``.newsletter-secret`` next to config.toml, created
 with 0600 permissions on first use). The sending side builds one

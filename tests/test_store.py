@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from composer.errors import StoreError
-from composer.store import NewSubscriber, SubscriberStore
+from composer.store import NewSubscriber, SubscriberStore, address_key
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
 
 
 def new(email: str, **fields: object) -> NewSubscriber:
-    local, domain = email.rsplit("@", 1)
-    return NewSubscriber(email=email, key=f"{local}@{domain.lower()}", **fields)  # type: ignore[arg-type]
+    return NewSubscriber(email=email, key=address_key(email), **fields)  # type: ignore[arg-type]
 
 
 def test_database_is_created_in_wal_mode_at_the_latest_schema_version(tmp_path: Path) -> None:

@@ -16,16 +16,31 @@ as one line with the right exit code; no command needs its own try/except.
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from composer import __version__
 from composer.cli import composing, sending, subscribers, web
 
 
+class EchoWarnings(logging.Handler):
+    """Prints the library's warnings on stderr as they are, one line each: what a
+    database migration did, for one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # click.echo looks stderr up at each call, so this also follows click's test
+        # runner, which swaps the stream for every invocation.
+        click.echo(self.format(record), err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="newsletter")
 def cli() -> None:
     """Write a newsletter issue as a plain file, preview it, test it, send it."""
+    library = logging.getLogger("composer")
+    if not any(isinstance(handler, EchoWarnings) for handler in library.handlers):
+        library.addHandler(EchoWarnings(logging.WARNING))
 
 
 COMMANDS: tuple[click.Command, ...] = (

@@ -4,6 +4,10 @@ The SQLite store in :mod:`composer.store.sqlite` is the one shipped; a server
 database (PostgreSQL) can stand behind the same :class:`SubscriberStore` later,
 chosen in :func:`open_store`. Nothing outside this package writes SQL.
 
+An address is one reader whatever its letter case: :func:`address_key` is the one
+rule that says which row an address belongs to, used by every way in (import,
+``subscribers add`` and ``remove``, unsubscribe links, ``preview --as``).
+
 Statuses only move forward by accident-proof rules, the same in every store:
 
 - a new address is added with the status it is given (``active`` unless an
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from composer.config import SubscriberSettings
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
+# Least to most protective: merging two rows of one reader keeps the later status here.
 STATUSES: tuple[Status, ...] = ("active", "unsubscribed", "bounced", "complained")
 InactiveStatus = Literal["unsubscribed", "bounced", "complained"]
 Segment = Literal["free", "paid", "all"]
@@ -38,9 +43,9 @@ Change = Literal["added", "updated", "unchanged", "kept_inactive", "resubscribed
 
 @dataclass(frozen=True)
 class Subscriber:
-    """One row of the list. ``email`` is as written; ``key`` is the normalised address
-    (domain folded to lower case and IDNA-normalised, local part as written) that
-    makes it unique and that unsubscribe tokens carry."""
+    """One row of the list. ``email`` is the first spelling seen, used for delivery;
+    ``key`` is :func:`address_key` of it, which makes it unique and which unsubscribe
+    tokens carry."""
 
     id: int
     email: str
@@ -70,8 +75,8 @@ class NewSubscriber:
 
 @dataclass(frozen=True)
 class ImportCounts:
-    """What an import did, row by row; ``duplicates`` repeat an address seen earlier in
-    the same import and are folded into that first row."""
+    """What an import did, row by row; ``duplicates`` repeat an address (in any letter
+    case) seen earlier in the same import and are folded into that first row."""
 
     added: int = 0
     updated: int = 0
@@ -132,6 +137,19 @@ def open_store(settings: SubscriberSettings) -> SubscriberStore:
     from composer.store.sqlite import SqliteSubscriberStore
 
     return SqliteSubscriberStore(settings.database)
+
+
+def address_key(normalized: str) -> str:
+    """The identity of an address already normalised by email-validator: the whole of
+    it lower-cased, so ``Ann@Example.org`` and ``ann@example.org`` are one reader.
+
+    Every mailbox provider that matters treats the local part case-insensitively.
+    Dots and ``+tags`` are left alone: providers differ on those, and two readers who
+    differ only by them may really be two people.
+    """
+    # lower(), not casefold(): casefold turns "ß" into "ss", which would merge
+    # addresses that are different mailboxes.
+    return normalized.lower()
 
 
 def segment_tiers(segment: Segment) -> tuple[Tier, ...]:

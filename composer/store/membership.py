@@ -6,11 +6,12 @@ from email_validator import EmailNotValidError, caching_resolver, validate_email
 
 from composer.errors import AddressRejected, SubscriberError
 from composer.model import Tier
-from composer.store import Change, NewSubscriber, Subscriber, SubscriberStore
+from composer.store import Change, NewSubscriber, Subscriber, SubscriberStore, address_key
 
 
 class AddressChecker:
-    """Validates addresses with email-validator and returns their normalised key.
+    """Validates addresses with email-validator and returns their key
+    (:func:`composer.store.address_key`).
 
     Syntax only by default; with ``check_deliverability`` the domain's MX records are
     looked up too, through one caching resolver so a list with thousands of
@@ -22,8 +23,8 @@ class AddressChecker:
         self._resolver = caching_resolver(timeout=dns_timeout) if check_deliverability else None
 
     def key(self, value: str) -> str:
-        """The normalised address (domain lower-cased and IDNA-normalised, local part as
-        written), or :class:`AddressRejected`."""
+        """The address's key (email-validator's normalised form, lower-cased), or
+        :class:`AddressRejected`."""
         try:
             checked = validate_email(
                 value,
@@ -32,7 +33,7 @@ class AddressChecker:
             )
         except EmailNotValidError as exc:
             raise AddressRejected(value, str(exc)) from exc
-        return checked.normalized
+        return address_key(checked.normalized)
 
 
 def add_subscriber(

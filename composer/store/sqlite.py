@@ -2,14 +2,17 @@
 
 The schema is the list :data:`MIGRATIONS`; ``PRAGMA user_version`` records how
 many of them a file has had. A later release (the dispatch journal, for one)
-adds its tables by appending a script, never by editing one already shipped.
+adds its tables by appending a script, never by editing one already shipped. A
+step that needs Python is a function of the connection instead of a script; what
+it returns is a note for the editor, logged as a warning (the CLI prints it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -29,8 +32,11 @@ from composer.store import (
     classify,
     segment_tiers,
 )
+from composer.store.case_duplicates import merge_case_duplicates
 
-MIGRATIONS: tuple[str, ...] = (
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     # 1: the list, and a history row for every status a subscriber ever had.
     """
     CREATE TABLE subscribers (
@@ -98,6 +104,8 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_at REAL NOT NULL
     );
     """,
+    # 3: one row per address whatever its letter case (keys lower-cased, rows merged).
+    merge_case_duplicates,
 )
 
 _COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
@@ -146,11 +154,23 @@ class SqliteSubscriberStore:
                 f"{self.path}: written by a newer release of newsletter (schema {version},"
                 f" this one knows {len(MIGRATIONS)}); upgrade newsletter"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             # One transaction per step, so a failed migration leaves the previous version.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-            )
+            if isinstance(step, str):
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE; {step}; PRAGMA user_version = {number}; COMMIT;"
+                )
+                continue
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                note = step(self._db)
+                self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if note:
+                log.warning("%s: %s", self.path, note)
 
     def __enter__(self) -> SqliteSubscriberStore:
         return self

@@ -32,7 +32,7 @@ from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.config import Config, SubscriberSettings
 from composer.errors import InvalidToken
 from composer.model import Issue
-from composer.store import NewSubscriber, Subscriber, open_store
+from composer.store import NewSubscriber, Subscriber, address_key, open_store
 from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
 from composer.web.archive import atom_feed, find_published, published_issues
 
@@ -167,14 +167,17 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
             token = links.verify(request.query_params.get("token", ""))
         except InvalidToken:
             return page("invalid.html", "Link not valid", status_code=400)
+        # Links sent before addresses were keyed case-insensitively carry the local part
+        # as written; address_key of what a link carries finds its reader either way.
+        key = address_key(token.key)
         if request.method == "POST":
             # Any POST to a verified link unsubscribes: the signature is the authority,
             # and refusing a provider whose body differs from RFC 8058's would only
             # leave someone subscribed who asked to leave. Scanners do not POST.
             await request.body()
-            subscriber = await run_in_threadpool(_unsubscribe, config.subscribers, token)
+            subscriber = await run_in_threadpool(_unsubscribe, config.subscribers, key, token)
             return page("done.html", "You are unsubscribed", email=subscriber.email)
-        found = await run_in_threadpool(_lookup, config.subscribers, token.key)
+        found = await run_in_threadpool(_lookup, config.subscribers, key)
         if found is not None and found.status != "active":
             return page("already.html", "Already unsubscribed", email=found.email)
         email = found.email if found else token.key
@@ -211,15 +214,13 @@ def _lookup(settings: SubscriberSettings, key: str) -> Subscriber | None:
         return store.get(key)
 
 
-def _unsubscribe(settings: SubscriberSettings, token: UnsubscribeToken) -> Subscriber:
+def _unsubscribe(settings: SubscriberSettings, key: str, token: UnsubscribeToken) -> Subscriber:
     reason = f"unsubscribe link in {token.issue}" if token.issue else "unsubscribe link"
     with open_store(settings) as store:
-        subscriber = store.mark_status(token.key, "unsubscribed", reason)
+        subscriber = store.mark_status(key, "unsubscribed", reason)
         if subscriber is not None:
             return subscriber
         # A link we signed for an address no longer on the list (a database rebuilt
         # from an old export): record the wish, so no later import can add it back.
-        new = NewSubscriber(
-            email=token.key, key=token.key, status="unsubscribed", status_reason=reason
-        )
+        new = NewSubscriber(email=token.key, key=key, status="unsubscribed", status_reason=reason)
         return store.save(new)[0]
