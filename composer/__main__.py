@@ -116,6 +116,26 @@ def new(slug: str | None, as_toml: bool, issues_dir: Path, config_path: Path) ->
     click.echo(f"Next: edit it, then `newsletter build {path}`")
 
 
+@cli.command()
+@click.argument(
+    "directory",
+    metavar="[DIR]",
+    default=Path("."),
+    type=click.Path(path_type=Path, file_okay=False),
+)
+def init(directory: Path) -> None:
+    """Make DIR (default: here) a newsletter: a commented config.toml, a first issue under
+    issues/ and a .gitignore; never overwrites a file."""
+    from composer.composing.folder import init_folder
+
+    made = init_folder(directory)
+    for path in (made.config, made.issue, made.gitignore):
+        click.echo(f"Created {path}")
+    where = "" if directory == Path(".") else f"cd {directory} && "
+    issue = made.issue.relative_to(directory)
+    click.echo(f"Next: {where}newsletter build {issue}, or newsletter preview {issue}")
+
+
 @cli.group()
 def templates() -> None:
     """See the default templates and copy them into the newsletter's own folder, where a
