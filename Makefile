@@ -1,4 +1,5 @@
-# `make demo` runs the main job on the shipped settings; `make test` runs every check.
+# `make demo` runs the main job on the shipped settings; `make test` runs every check;
+# `make install-check` walks a user's first steps from a wheel in a fresh environment.
 # Both create the virtual environment they need; nothing but Python 3.11+ and make is assumed.
 
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format golden clean
+.PHONY: demo test install-check lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+install-check: $(STAMP)
+	bash tests/install_walk.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check composer tests bench

@@ -51,7 +51,7 @@ def main() -> None:
         for run in range(args.runs + 1):
             issue = timed("load", lambda: load_issue(path))
             kinds = block_kinds(config.newsletter.templates)
-            timed("validate", lambda: validate_issue(issue, kinds))  # noqa: B023
+            timed("validate", lambda: validate_issue(issue, kinds, config.newsletter.templates))  # noqa: B023
             mjml = timed("render", lambda: render_mjml(issue, config, tier))  # noqa: B023
             raw_html = timed("mjml", lambda: mjml_to_html(mjml))  # noqa: B023
             html = timed("inline", lambda: inline_css(raw_html))  # noqa: B023

@@ -18,7 +18,9 @@ from typing import Any
 from composer.errors import ConfigError
 
 DEFAULT_PATH = Path("config.toml")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The newsletter's own templates, next to config.toml unless [newsletter] templates says
+# otherwise; a file there overrides the default of the same name.
+TEMPLATES_FOLDER = "templates"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class NewsletterSettings:
     unsubscribe_mailto: str
     address: str
     test_recipients: tuple[str, ...]
-    templates: Path
+    templates: Path  # the newsletter's own templates folder; it need not exist
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,6 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             f"{path}: {len(problems)} problems:" + "".join(f"\n  {p}" for p in problems)
         )
 
-    templates = Path(newsletter["templates"]) if newsletter["templates"] else None
     assert sender is not None
     return Config(
         path=path,
@@ -208,7 +209,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             unsubscribe_mailto=mailto,
             address=newsletter["address"],
             test_recipients=tuple(recipients),
-            templates=root / templates if templates else PROJECT_ROOT / "templates",
+            templates=root / (newsletter["templates"] or TEMPLATES_FOLDER),
         ),
         smtp=SmtpSettings(
             host=smtp["host"],

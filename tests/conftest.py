@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
 EXAMPLE_TOML = ROOT / "issues" / "2024-05-03-example.toml"
 
-CONFIG_TEXT = f"""
+CONFIG_TEXT = """
 [newsletter]
 name = "China Boss News"
 from = "China Boss News <news@example.com>"
@@ -35,7 +35,6 @@ base_url = "https://news.example.com"
 unsubscribe_mailto = "unsubscribe@example.com"
 address = "1 Example Street, Springfield"
 test_recipients = ["editor@example.com"]
-templates = "{(ROOT / "templates").as_posix()}"
 
 [subscribers]
 database = "subscribers.db"

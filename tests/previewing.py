@@ -57,21 +57,24 @@ def running_preview(issue: Path, config_path: Path) -> Iterator[RunningPreview]:
     url = f"http://127.0.0.1:{port}/"
     with httpx.Client(base_url=url, timeout=10) as client:
         running = RunningPreview(url, issue, preview, client)
-        _wait_until_watching(running)
+        wait_until_watching(running, issue)
         yield running
     server.stop()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the preview server did not shut down"
 
 
-def _wait_until_watching(running: RunningPreview) -> None:
-    # The watcher sets itself up just after the server starts; re-saving the file until
-    # a recomposition comes back proves it is listening before a test edits anything.
+def wait_until_watching(running: RunningPreview, path: Path) -> None:
+    """Return once the preview notices saves of ``path``.
+
+    The watcher sets itself up just after the server starts, and again when a watched
+    folder appears; re-saving the file until a recomposition comes back proves it is
+    listening before a test edits anything."""
     deadline = time.monotonic() + 10
     key = running.key()
     while True:
-        assert time.monotonic() < deadline, "the preview never noticed a save"
-        running.issue.write_bytes(running.issue.read_bytes())
+        assert time.monotonic() < deadline, f"the preview never noticed a save of {path}"
+        path.write_bytes(path.read_bytes())
         try:
             key = running.wait_for_new_key(key, timeout=0.2)["key"]
             break

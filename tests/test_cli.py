@@ -126,7 +126,8 @@ def test_config_values_of_the_wrong_type_are_problems_not_a_traceback(tmp_path):
 def test_help_is_instant_because_workers_load_lazily():
     code = (
         "import sys, composer.cli; "
-        "heavy = {'premailer', 'mjml', 'jinja2', 'markdown_it', 'aiosmtplib', 'lxml',"
+        "heavy = {'premailer', 'mjml', 'jinja2', 'markdown_it', 'aiosmtplib', 'aiosmtpd',"
+        " 'lxml',"
         " 'starlette', 'uvicorn', 'watchfiles'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

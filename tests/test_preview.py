@@ -18,12 +18,19 @@ import httpx
 import pytest
 
 from composer.composing.build import build_issue
+from composer.composing.templates import DEFAULT_TEMPLATES, copy_templates
 from composer.errors import NewsletterError
 from composer.store import NewSubscriber
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.preview import listen
-from tests.conftest import EXAMPLE_MD, ROOT, with_smtp
-from tests.previewing import RunningPreview, copy_example, edit, running_preview
+from tests.conftest import EXAMPLE_MD, with_smtp
+from tests.previewing import (
+    RunningPreview,
+    copy_example,
+    edit,
+    running_preview,
+    wait_until_watching,
+)
 
 
 @pytest.fixture
@@ -96,8 +103,7 @@ def test_a_broken_issue_is_shown_with_file_and_line_and_the_server_recovers(runn
 
 def test_a_template_or_config_edit_recomposes(example, config_path, tmp_path):
     templates = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", templates)
-    edit(config_path, lambda text: text.replace(str(ROOT / "templates"), str(templates)))
+    shutil.copytree(DEFAULT_TEMPLATES, templates)
     with running_preview(example, config_path) as running:
         edit(  # a template in a subfolder
             templates / "blocks" / "what-happened.mjml.j2",
@@ -113,6 +119,30 @@ def test_a_template_or_config_edit_recomposes(example, config_path, tmp_path):
         edit(config_path, lambda text: text.replace('"China Boss News"', '"Renamed News"', 1))
         edit(templates / "email.mjml.j2", lambda text: text.replace("{%", "{{", 1))
         wait_for_email_text(running, "Renamed News")
+
+
+def test_a_template_copied_into_the_newsletter_while_previewing_replaces_the_default(
+    example, config, config_path
+):
+    own = config.newsletter.templates
+    assert not own.exists()
+    with running_preview(example, config_path) as running:
+        copy_templates(own, ["what-happened"])
+        edit(
+            own / "blocks" / "what-happened.mjml.j2",
+            lambda text: text.replace("{{ block.body_html }}", "{{ block.body_html }}Mine!"),
+        )
+        wait_for_email_text(running, "Mine!")
+        wait_until_watching(running, own / "blocks" / "what-happened.mjml.j2")
+        (own / "blocks" / "what-happened.mjml.j2").unlink()  # back to the default
+        wait_until_gone(running, "Mine!")
+
+
+def wait_until_gone(running: RunningPreview, text: str) -> None:
+    deadline = time.monotonic() + 5
+    while text in running.client.get("/email").text:
+        assert time.monotonic() < deadline, f"{text!r} stayed in the email"
+        time.sleep(0.02)
 
 
 def wait_for_email_text(running: RunningPreview, text: str) -> None:

@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -340,6 +341,40 @@ def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(
     with pytest.raises(SmtpConnectError, match="STARTTLS"):
         send(send_config)
     assert smtp.handler.attempts.total() == 0
+
+
+def test_dry_run_and_status_need_no_password_and_open_no_connection(send_config, monkeypatch):
+    # A real listening port: a connection would wait in its queue for accept() to find.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        config_path = with_smtp(send_config, port=port, username='"editor"')
+        monkeypatch.delenv("NEWSLETTER_SMTP_PASSWORD", raising=False)
+        subscribe(config_path, 3)
+        for command in (["send", "--dry-run"], ["status"]):
+            result = CliRunner().invoke(
+                cli, [*command, str(EXAMPLE_MD), "--config", str(config_path)]
+            )
+            assert result.exit_code == 0, result.output
+        assert (
+            f"127.0.0.1:{port}"
+            in CliRunner()
+            .invoke(cli, ["send", "--dry-run", str(EXAMPLE_MD), "--config", str(config_path)])
+            .output
+        )
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_only_the_outbox_imports_aiosmtpd():
+    code = (
+        "import sys, composer.sending.send, composer.web.preview, composer.web.serve; "
+        "print('aiosmtpd' in sys.modules)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "False"
 
 
 # -- TLS and login ------------------------------------------------------------------------

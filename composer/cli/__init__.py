@@ -4,6 +4,7 @@ One module per group of commands, each a thin shell over the library:
 
     options.py       the options and arguments several commands share
     composing.py     new, build, check
+    folder.py        init, templates list and copy
     web.py           preview, serve
     subscribers.py   the ``subscribers`` group
     sending.py       outbox, send-test, send, status
@@ -21,7 +22,7 @@ import logging
 import click
 
 from composer import __version__
-from composer.cli import composing, sending, subscribers, web
+from composer.cli import composing, folder, sending, subscribers, web
 
 
 class EchoWarnings(logging.Handler):
@@ -45,6 +46,7 @@ def cli() -> None:
 
 COMMANDS: tuple[click.Command, ...] = (
     *composing.COMMANDS,
+    *folder.COMMANDS,
     *web.COMMANDS,
     *subscribers.COMMANDS,
     *sending.COMMANDS,

@@ -64,7 +64,8 @@ class ComposedIssue:
 
 def compose(issue: Issue, config: Config, tier: Tier) -> ComposedIssue:
     """Compose a loaded ``issue`` for readers of ``tier``."""
-    validate_issue(issue, block_kinds(config.newsletter.templates))
+    templates = config.newsletter.templates
+    validate_issue(issue, block_kinds(templates), templates)
     mjml = render_mjml(issue, config, tier)
     html = inline_css(mjml_to_html(mjml))
     text = render_text(issue, config, tier)

@@ -1,4 +1,5 @@
-"""Render an issue to MJML with the Jinja2 templates under ``templates/``.
+"""Render an issue to MJML with the newsletter's Jinja2 templates (its own folder first,
+then the defaults: see :mod:`composer.composing.templates`).
 
 Autoescaping is on: every string from the issue file is escaped, and the Markdown
 fragments arrive as HTML rendered by :mod:`composer.composing.markdown`, which shows
@@ -15,6 +16,7 @@ import jinja2
 from markupsafe import Markup
 
 from composer.composing.markdown import inline_to_html, split_first_paragraph, to_html
+from composer.composing.templates import DEFAULT_TEMPLATES, LayeredLoader, search_path
 from composer.config import Config
 from composer.errors import TemplateError
 from composer.model import Block, Issue, Tier
@@ -44,9 +46,10 @@ class BlockView:
 
 @functools.lru_cache(maxsize=8)
 def template_environment(templates: Path) -> jinja2.Environment:
-    """One Jinja2 environment per templates folder; it reloads templates edited on disk."""
+    """One Jinja2 environment per newsletter templates folder, falling back on the defaults
+    file by file; it reloads templates edited, added or removed on disk."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates),
+        loader=LayeredLoader(search_path(templates)),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
@@ -81,7 +84,8 @@ def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
         raise TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}") from exc
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(
-            f"template {exc.name} not found under {config.newsletter.templates}"
+            f"template {exc.name} not found in {config.newsletter.templates}"
+            f" nor among the defaults in {DEFAULT_TEMPLATES}"
         ) from exc
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"a template uses an unknown value: {exc.message}") from exc

@@ -1,4 +1,5 @@
-"""``newsletter new``: start the next issue from a skeleton dated today."""
+"""``newsletter new``: start the next issue from a skeleton dated today (``newsletter init``
+starts the first one the same way)."""
 
 from __future__ import annotations
 
@@ -91,12 +92,7 @@ def new_issue(
 ) -> Path:
     """Write a skeleton issue dated ``today`` and return its path; never overwrite a file."""
     date = today or dt.date.today()
-    name = f"{date.isoformat()}-{slug}" if slug else date.isoformat()
-    if slug is not None and not _SLUG.match(slug):
-        raise NewsletterError(
-            f"slug {slug!r} must be lower-case letters, digits and dashes, e.g. weekly-briefing"
-        )
-    path = issues_dir / f"{name}{'.toml' if as_toml else '.md'}"
+    path = issue_path(issues_dir, slug, as_toml=as_toml, date=date)
     skeleton = TOML_SKELETON if as_toml else MARKDOWN_SKELETON
     issues_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -105,3 +101,13 @@ def new_issue(
     except FileExistsError as exc:
         raise NewsletterError(f"{path} already exists; pick another slug") from exc
     return path
+
+
+def issue_path(issues_dir: Path, slug: str | None, *, as_toml: bool, date: dt.date) -> Path:
+    """Where :func:`new_issue` writes the issue ``slug`` dated ``date``: ``<date>-<slug>.md``."""
+    if slug is not None and not _SLUG.match(slug):
+        raise NewsletterError(
+            f"slug {slug!r} must be lower-case letters, digits and dashes, e.g. weekly-briefing"
+        )
+    name = f"{date.isoformat()}-{slug}" if slug else date.isoformat()
+    return issues_dir / f"{name}{'.toml' if as_toml else '.md'}"

@@ -2,8 +2,8 @@
 
 ``newsletter outbox`` runs it on the port the shipped config.toml points at, so
 send-test and send work on a machine with no mail account; the tests run it on a
-free port, with fault-injecting handlers around it. :class:`MessageFolder` is the
-storage both share with :class:`composer.sending.transport.FolderTransport`.
+free port, with fault-injecting handlers around it. This is the only module that
+imports aiosmtpd.
 """
 
 from __future__ import annotations

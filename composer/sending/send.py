@@ -28,7 +28,7 @@ from composer.sending.dispatch import (
 )
 from composer.sending.journal import DispatchStatus, SqliteDispatchJournal
 from composer.sending.personalise import MessageTemplate
-from composer.sending.transport import SmtpTransport, Transport
+from composer.sending.transport import SmtpTransport, Transport, describe_server
 from composer.store import Segment, SubscriberStore, open_store, segment_tiers
 from composer.unsubscribe import UnsubscribeLinks
 
@@ -71,7 +71,8 @@ def dispatch_settings(
 def plan_send(
     issue_path: Path, config: Config, segment: Segment, *, retry_failed: bool = False
 ) -> SendPlan:
-    """Compose the issue and count who would get it; sends nothing."""
+    """Compose the issue and count who would get it; sends nothing, and needs neither the
+    server nor its password."""
     composed = compose_file(issue_path, config, "paid")
     with (
         open_store(config.subscribers) as store,
@@ -81,9 +82,7 @@ def plan_send(
         done = sum(
             1 for _ in _recipients(store, journal, segment, retry_failed=retry_failed, skipped=True)
         )
-    return SendPlan(
-        composed, segment, active, done, SmtpTransport.from_settings(config.smtp).description
-    )
+    return SendPlan(composed, segment, active, done, describe_server(config.smtp))
 
 
 def send_issue(

@@ -1,9 +1,7 @@
-"""The one place where mail leaves the program: a small interface and two implementations.
+"""The one place where mail leaves the program: a small interface and its implementation.
 
 :class:`SmtpTransport` speaks SMTP through aiosmtplib, one client per connection
-(a client is not safe to share between concurrent senders). :class:`FolderTransport`
-writes each message into a folder like the outbox does: a real implementation, for
-runs that must not touch a network.
+(a client is not safe to share between concurrent senders).
 
 aiosmtplib's exceptions are translated into :mod:`composer.errors` here and nowhere
 else, in :func:`_translate`.
@@ -14,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
@@ -27,7 +24,6 @@ from composer.errors import (
     SmtpConnectionLost,
     SmtpReplyError,
 )
-from composer.sending.outbox import MessageFolder
 
 
 class Connection(Protocol):
@@ -58,6 +54,12 @@ class Transport(Protocol):
         ...
 
 
+def describe_server(settings: SmtpSettings) -> str:
+    """The ``[smtp]`` server as messages name it: ``host:port`` and how it is secured."""
+    security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
+    return f"{settings.host}:{settings.port}{security}"
+
+
 class SmtpTransport:
     """Connections to the ``[smtp]`` server: no TLS, STARTTLS (required, never
     opportunistic) or implicit TLS, certificates verified, a timeout on every step."""
@@ -71,8 +73,7 @@ class SmtpTransport:
             if settings.security != "none"
             else None
         )
-        security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
-        self.description = f"{settings.host}:{settings.port}{security}"
+        self.description = describe_server(settings)
         if settings.username and not password:
             raise SmtpAuthError(
                 f"[smtp] username is set but ${settings.password_env} is empty;"
@@ -246,28 +247,3 @@ def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | N
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-class FolderTransport:
-    """Stores each message as a ``.eml`` file under ``path``, as the outbox does."""
-
-    def __init__(self, path: Path) -> None:
-        self.folder = MessageFolder(path)
-        self.description = f"folder {path}"
-
-    async def connect(self) -> Connection:
-        return FolderConnection(self.folder)
-
-
-class FolderConnection:
-    """A 'connection' that writes files; it accepts every message."""
-
-    def __init__(self, folder: MessageFolder) -> None:
-        self.folder = folder
-
-    async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
-        path = self.folder.store([recipient], message)
-        return 250, f"Stored as {path.name}"
-
-    async def close(self) -> None:
-        return None

@@ -58,7 +58,7 @@ from composer.composing.pipeline import (
     compose,
     generic_unsubscribe_url,
 )
-from composer.config import PROJECT_ROOT, Config, load_config
+from composer.config import TEMPLATES_FOLDER, Config, load_config
 from composer.errors import (
     AddressRejected,
     IssueError,
@@ -192,7 +192,8 @@ class Preview:
         self.run_id = secrets.token_hex(4)
         self._on_update = on_update
         self._version = 0
-        self._templates = PROJECT_ROOT / "templates"
+        # The newsletter's own templates folder, watched; the config may move it.
+        self._templates = config_path.parent / TEMPLATES_FOLDER
         self._streams: set[asyncio.Queue[Snapshot | None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None

@@ -1,0 +1,98 @@
+"""``newsletter init``: a folder that is a working newsletter from its first minute.
+
+It holds a commented ``config.toml`` whose every value works as it is (mail goes to
+the built-in outbox, subscribers to ``subscribers.db``), a first issue under
+``issues/`` and a ``.gitignore`` for what must never be committed. The templates stay
+in the package until ``newsletter templates copy`` brings one over for editing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.composing.scaffold import issue_path, new_issue
+from composer.config import DEFAULT_PATH
+from composer.errors import NewsletterError
+
+FIRST_ISSUE = "first-issue"
+
+CONFIG_TEXT = """\
+# This newsletter's settings (the `newsletter` tool's README says more).
+# Every value works as it is: mail goes to the built-in outbox (`newsletter outbox`),
+# so build, preview, send-test and send run before you have a mail account.
+# Put in your own name, sender, web address and postal address before a real issue.
+
+[newsletter]
+name = "My Newsletter"                      # in the header, the footer and the From name
+from = "My Newsletter <news@example.com>"   # the sender of every copy
+# reply_to = "editor@example.com"           # where replies go, if not to `from`
+# Where `newsletter serve` answers: each issue's web version and the unsubscribe links.
+base_url = "https://news.example.com"
+# unsubscribe_mailto = "unsubscribe@example.com"  # a second List-Unsubscribe target
+address = "1 Example Street, Springfield"   # the postal address in every footer
+test_recipients = ["editor@example.com"]    # who `newsletter send-test` sends to
+# Your own templates, searched before the defaults file by file;
+# `newsletter templates copy NAME` starts one from the default.
+# templates = "templates"
+
+[smtp]
+# The built-in outbox; for real sends, your mail server with security
+# "starttls" or "tls".
+host = "127.0.0.1"
+port = 1025
+security = "none"                           # none | starttls | tls
+username = ""
+password_env = "NEWSLETTER_SMTP_PASSWORD"   # the password's variable, never this file
+timeout = 30                                # seconds, for every SMTP step
+# ca_file = "relay-ca.pem"                  # trust a private CA for this server
+
+[send]
+concurrency = 8                             # SMTP connections at once
+rate_per_second = 0                         # 0 = no limit
+max_attempts = 5                            # per reader, for temporary failures
+
+[subscribers]
+database = "subscribers.db"                 # SQLite, created on first use
+"""
+
+GITIGNORE_TEXT = """\
+# The key that signs unsubscribe links: keep it, never publish it.
+.newsletter-secret
+# The subscriber list and its journal: personal data.
+*.db*
+# What `newsletter build` and `newsletter outbox` write.
+build/
+outbox/
+"""
+
+
+@dataclass(frozen=True)
+class NewFolder:
+    """The files ``newsletter init`` wrote."""
+
+    config: Path
+    issue: Path
+    gitignore: Path
+
+
+def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
+    """Make ``directory`` a newsletter folder; raise :class:`NewsletterError` naming every
+    file that is already there, before writing anything."""
+    date = today or dt.date.today()
+    config = directory / DEFAULT_PATH
+    gitignore = directory / ".gitignore"
+    issue = issue_path(directory / "issues", FIRST_ISSUE, as_toml=False, date=date)
+    existing = [path for path in (config, issue, gitignore) if path.exists()]
+    if existing:
+        raise NewsletterError(
+            f"not starting a newsletter in {directory.resolve()}:"
+            f" {', '.join(str(path) for path in existing)} already there; nothing was written"
+            " (move them away, or init another folder)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, text in ((config, CONFIG_TEXT), (gitignore, GITIGNORE_TEXT)):
+        with path.open("x", encoding="utf-8") as file:
+            file.write(text)
+    return NewFolder(config, new_issue(directory / "issues", FIRST_ISSUE, today=date), gitignore)
