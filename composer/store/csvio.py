@@ -4,6 +4,12 @@ The file is ``email,name,tier,tags`` with a header row (docs/cli.md); an export 
 ``status,status_changed_at,status_reason`` so that importing it into a fresh
 database keeps every unsubscribe. A row that fails validation is reported by
 line and skipped; only a file that cannot be read at all raises.
+
+A spreadsheet runs a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return as a formula, so an export puts a single quote before such a cell
+(OWASP's rule against CSV injection), and before a cell that already starts with a
+quote. An import takes that one quote off again wherever it stands before one of
+those characters or another quote, so an export imports back exactly as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ if TYPE_CHECKING:
     import _csv
 
 COLUMNS = ("email", "name", "tier", "tags", "status", "status_changed_at", "status_reason")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# The quote an export adds; a cell starting with it gets another, so one can always come off.
+_ESCAPE = "'"
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ def _valid_rows(
                 )
             )
             continue
-        row = dict(zip(header, (cell.strip() for cell in cells), strict=False))
+        row = dict(zip(header, (_unescaped(cell.strip()) for cell in cells), strict=False))
         try:
             yield _parse_row(row, checker)
         except RowRejected as exc:
@@ -179,18 +188,29 @@ def export_csv(store: SubscriberStore, path: Path) -> int:
             writer = csv.writer(file)
             writer.writerow(COLUMNS)
             for subscriber in store.iter_all():
-                writer.writerow(
-                    (
-                        subscriber.email,
-                        subscriber.name,
-                        subscriber.tier,
-                        ";".join(subscriber.tags),
-                        subscriber.status,
-                        subscriber.status_changed_at.isoformat(),
-                        subscriber.status_reason,
-                    )
+                cells = (
+                    subscriber.email,
+                    subscriber.name,
+                    subscriber.tier,
+                    ";".join(subscriber.tags),
+                    subscriber.status,
+                    subscriber.status_changed_at.isoformat(),
+                    subscriber.status_reason,
                 )
+                writer.writerow(_escaped(cell) for cell in cells)
                 count += 1
     except OSError as exc:
         raise SubscriberFileError(path, f"cannot write the file ({exc.strerror})") from exc
     return count
+
+
+def _escaped(cell: str) -> str:
+    """``cell`` as an export writes it: never read as a formula by a spreadsheet."""
+    return _ESCAPE + cell if cell.startswith((*FORMULA_STARTS, _ESCAPE)) else cell
+
+
+def _unescaped(cell: str) -> str:
+    """``cell`` without the quote :func:`_escaped` puts before it, where it put one."""
+    if cell.startswith(_ESCAPE) and cell[1:].startswith((*FORMULA_STARTS, _ESCAPE)):
+        return cell[1:]
+    return cell
