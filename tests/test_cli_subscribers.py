@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import resource
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +15,9 @@ import pytest
 from click.testing import Result
 
 from composer.cli import cli
-from tests.conftest import write_csv
+from composer.config import Config
+from composer.store import open_store
+from tests.conftest import ROOT, write_csv
 
 Invoke = Callable[..., Result]
 
@@ -112,6 +119,38 @@ def test_export_writes_a_file_import_accepts(run: Invoke, tmp_path: Path) -> Non
     out = tmp_path / "out.csv"
     assert run("subscribers", "export", str(out)).stdout == f"Exported 1 subscribers to {out}\n"
     assert run("subscribers", "import", str(out)).exit_code == 0
+
+
+def test_import_that_cannot_write_is_one_line_saying_how_many_rows_were_saved(
+    config: Config, config_path: Path, tmp_path: Path
+) -> None:
+    open_store(config.subscribers).close()
+    rows = "".join(f"reader{n}@example.com,Reader number {n}\n" for n in range(5000))
+    path = write_csv(tmp_path / "big.csv", "email,name\n" + rows)
+
+    def no_file_over_300_kb() -> None:
+        # The kernel refuses to grow any file past the limit, so SQLite's write of the
+        # log fails at COMMIT, as on a full disk, and SQLite rolls back by itself.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    command = [sys.executable, "-m", "composer", "subscribers", "import", str(path)]
+    result = subprocess.run(
+        [*command, "--config", str(config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=no_file_over_300_kb,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "cannot rollback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    found = re.search(r"the disk is full or failing .*; ([\d,]+) rows were saved", lines[0])
+    assert found is not None, lines[0]
+    with open_store(config.subscribers) as store:
+        assert store.count_by_status()["active"] == int(found[1].replace(",", "")) > 0
 
 
 def test_every_subscriber_command_has_help_and_is_in_the_readme() -> None:

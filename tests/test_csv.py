@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
 
-from composer.errors import SubscriberFileError
+from composer.errors import StoreError, SubscriberFileError
 from composer.store import NewSubscriber, SubscriberStore, address_key
 from composer.store.csvio import FORMULA_STARTS, RejectedRow, export_csv, import_csv
 from composer.store.membership import remove_subscriber
@@ -206,3 +207,27 @@ def test_a_non_utf8_file_is_refused_before_anything_is_imported(
 def test_a_file_without_an_email_column_is_refused(tmp_path: Path, store: SubscriberStore) -> None:
     with pytest.raises(SubscriberFileError, match=r"l.csv:1: no `email` column .*found: name"):
         import_csv(write_csv(tmp_path / "l.csv", "name,tier\nAnn,paid\n"), store)
+
+
+def test_an_import_that_fills_the_disk_stops_saying_how_many_rows_were_saved(
+    tmp_path: Path,
+) -> None:
+    rows = "".join(f"reader{n}@example.com,Reader number {n}\n" for n in range(5000))
+    path = write_csv(tmp_path / "big.csv", "email,name\n" + rows)
+    with SqliteSubscriberStore(tmp_path / "full.db") as store:
+        # Past this many pages SQLite answers SQLITE_FULL, "database or disk is full",
+        # exactly as it does when the disk itself has no room left.
+        db = store._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 250}")
+        with pytest.raises(StoreError, match=r"database or disk is full") as raised:
+            import_csv(path, store)
+        found = re.search(r"; ([\d,]+) rows were saved and the rest were not", raised.value.message)
+        assert found is not None, raised.value.message
+        saved = int(found[1].replace(",", ""))
+        assert 0 < saved < 5000
+        assert store.count_by_status()["active"] == saved
+
+        db.execute("PRAGMA max_page_count = 1073741823")  # room again
+        again = import_csv(path, store).counts
+    assert (again.unchanged, again.added) == (saved, 5000 - saved)

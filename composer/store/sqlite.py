@@ -219,10 +219,11 @@ class SqliteSubscriberStore:
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (key TEXT PRIMARY KEY)")
         self._db.execute("DELETE FROM temp.import_seen")
         counts = dict.fromkeys(("added", "updated", "unchanged", "kept_inactive", "duplicates"), 0)
+        saved = 0
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 keys = list({row.key: None for row in batch})
                 marks = ",".join("?" * len(keys))
                 seen = {
@@ -254,11 +255,27 @@ class SqliteSubscriberStore:
                     plan.append((old, new, change))
                 self._apply(plan, "imported")
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                if not _out_of_disk(exc):
+                    raise
+                raise StoreError(
+                    f"{self.path}: the import stopped, the disk is full or failing ({exc});"
+                    f" {saved:,} rows were saved and the rest were not: free some disk space"
+                    " and import the same file again (the saved rows count as unchanged)"
+                ) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+            saved += len(batch)
         self._db.execute("DELETE FROM temp.import_seen")
         return ImportCounts(**counts)
+
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself when a write fails at COMMIT (a
+        # full disk); a second ROLLBACK would then fail and hide why.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _apply(
         self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
@@ -362,6 +379,11 @@ def mark_bounced(db: sqlite3.Connection, bounces: Iterable[tuple[str, str]]) -> 
         " WHERE key = ? AND status = 'active'",
         ((now, reason, key) for key, reason in bounces),
     )
+
+
+def _out_of_disk(exc: sqlite3.Error) -> bool:
+    # A full disk is SQLITE_FULL; a file-size limit or quota surfaces as a failed write.
+    return exc.sqlite_errorname == "SQLITE_FULL" or exc.sqlite_errorname.startswith("SQLITE_IOERR")
 
 
 def _now() -> str:
