@@ -55,6 +55,26 @@ MD_CASES = {
         6,
         "no template",
     ),
+    "control character in the text": (
+        '+++\ntitle = "x"\ndate = 2024-05-03\n+++\n\n## A\n\nHel\x01lo.\n',
+        "8:4",
+        "character U+0001 (a control character)",
+    ),
+    "control character in a Windows file": (
+        '+++\r\ntitle = "x"\r\ndate = 2024-05-03\r\n+++\r\n\r\n## A\r\n\r\nOne\x1bTwo\r\n',
+        "8:4",
+        "character U+001B (a control character)",
+    ),
+    "control character escaped in the title": (
+        '+++\ntitle = "Bad \\u0001 title"\ndate = 2024-05-03\n+++\n\n## A\n\nText.\n',
+        2,
+        "title holds character U+0001 (a control character), written as an escape",
+    ),
+    "array nested 5,000 deep": (
+        '+++\ntitle = "x"\ndate = 2024-05-03\nx = ' + "[" * 5000 + "]" * 5000 + "\n+++\n",
+        4,
+        "TOML nested too deeply",
+    ),
 }
 
 TOML_CASES = {
@@ -88,6 +108,24 @@ TOML_CASES = {
         "second paywall",
     ),
     "unknown top-level key": ('title = "x"\ndate = 2024-05-03\nsubject = "y"\n', 3, "'subject'"),
+    "control character escaped in a body": (
+        'title = "x"\ndate = 2024-05-03\n\n[[blocks]]\nheading = "A"\n'
+        'body = """\none\ntwo \\b\n"""\n',
+        8,
+        "body holds character U+0008 (a control character)",
+    ),
+    "non-character escaped in a story lead": (
+        'title = "x"\ndate = 2024-05-03\n\n[[blocks]]\nheading = "The Big Story"\nbody = "b"\n\n'
+        '[[blocks.items]]\nlead = "L \\uFFFF"\nbody = "b"\n',
+        9,
+        "lead holds character U+FFFF (a non-character)",
+    ),
+    "inline table nested 5,000 deep": (
+        'title = "x"\ndate = 2024-05-03\n\n[[blocks]]\nheading = "A"\nbody = "b"\n'
+        "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+        7,
+        "TOML nested too deeply",
+    ),
 }
 
 
@@ -136,3 +174,14 @@ def test_check_reports_load_errors_the_same_way(write_issue, run_cli, tmp_path):
     result = run_cli("check", path)
     assert result.exit_code == 2
     assert f"{path}:2" in result.output
+
+
+@pytest.mark.parametrize(
+    "case", ["control character escaped in the title", "array nested 5,000 deep"]
+)
+def test_check_names_the_line_of_an_invisible_character_or_a_deep_nesting(
+    case, write_issue, run_cli, tmp_path
+):
+    text, line, words = MD_CASES[case]
+    path = write_issue(text, "broken.md")
+    _assert_one_clear_error(run_cli("check", path), path, line, words, tmp_path)

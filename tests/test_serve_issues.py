@@ -107,3 +107,32 @@ def test_unpublished_unknown_or_outside_slugs_are_404(
     response = server.get(f"/issues/{slug}")
     assert response.status_code == 404
     assert "[newsletter]" not in response.text
+
+
+def test_an_issue_that_does_not_load_is_left_out_and_logged_while_the_rest_are_served(
+    server: httpx.Client,
+    issues: Path,
+    write_issue: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    write_issue(
+        f'+++\ntitle = "Deep"\ndate = 2024-04-01\nx = {deep}\n+++\nText.\n', "2024-04-01-deep.md"
+    )
+    write_issue(
+        '+++\ntitle = "Bell \\u0001 title"\ndate = 2024-04-02\n+++\n\n## A\n\nText.\n',
+        "2024-04-02-bell.md",
+    )
+    archive = server.get("/")
+    feed = server.get("/feed.xml")
+    page = server.get("/issues/2024-04-02-bell")
+
+    assert archive.status_code == 200 and "Older &lt;b&gt;one&lt;/b&gt;" in archive.text
+    assert "Deep" not in archive.text and "Bell" not in archive.text
+    assert feed.status_code == 200
+    entries = ET.fromstring(feed.content).findall(f"{ATOM}entry")
+    assert len(entries) == 2
+    assert page.status_code == 404
+    logged = caplog.text
+    assert "2024-04-01-deep.md:4: TOML nested too deeply" in logged
+    assert "2024-04-02-bell.md:2: title holds character U+0001" in logged

@@ -41,6 +41,9 @@ _BOLD_LEAD = re.compile(
     r"^(?P<mark>\*\*|__)(?P<lead>\S(?:.*?\S)?)(?P<inner>:?)(?P=mark)(?P<outer>:?)"
 )
 _TOML_POSITION = re.compile(r"\(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+# Control characters other than tab and line breaks, and the two non-characters XML
+# forbids: invisible in an editor, they make the MJML unparsable and the feed invalid XML.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 
 
 def load_issue(path: Path) -> Issue:
@@ -61,7 +64,7 @@ def _read_text(path: Path) -> str:
     except IsADirectoryError as exc:
         raise IssueError(path, "is a folder; give the path of one issue file") from exc
     try:
-        return data.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
+        text = data.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
@@ -71,12 +74,54 @@ def _read_text(path: Path) -> str:
             line,
             column,
         ) from exc
+    _refuse_invisible(path, text)
+    return text
+
+
+def _refuse_invisible(path: Path, text: str) -> None:
+    """Refuse a file holding a character no issue needs and no reader can see."""
+    found = _INVISIBLE.search(text)
+    if found is not None:
+        start = found.start()
+        raise IssueError(
+            path,
+            f"{_invisible(found[0])}, invisible in most editors, cannot be part of an issue;"
+            " delete it",
+            text.count("\n", 0, start) + 1,
+            start - text.rfind("\n", 0, start),
+        )
+
+
+def _visible(path: Path, value: str, name: str, line: int | None) -> str:
+    """``value``, a TOML string starting on ``line``, unless an escape wrote into it a
+    character :func:`_refuse_invisible` refuses in the file itself."""
+    found = _INVISIBLE.search(value)
+    if found is not None:
+        raise IssueError(
+            path,
+            f"{name} holds {_invisible(found[0])}, written as an escape; delete the escape",
+            line + value.count("\n", 0, found.start()) if line else None,
+        )
+    return value
+
+
+def _invisible(char: str) -> str:
+    kind = "a non-character" if char in "\ufffe\uffff" else "a control character"
+    return f"character U+{ord(char):04X} ({kind})"
 
 
 def _parse_toml(path: Path, text: str, first_line: int = 1) -> dict[str, Any]:
     """Parse TOML, reporting errors at their line in the file (the text may start later)."""
     try:
         return tomllib.loads(text)
+    except RecursionError as exc:
+        # tomllib parses nested arrays and tables by recursion, with no limit of its own.
+        raise IssueError(
+            path,
+            "TOML nested too deeply (arrays or tables inside one another hundreds of levels"
+            " deep); an issue needs none of that: delete the nesting",
+            first_line + _deepest_line(text),
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_POSITION.search(message)
@@ -90,6 +135,17 @@ def _parse_toml(path: Path, text: str, first_line: int = 1) -> dict[str, Any]:
             first_line + int(found["line"]) - 1,
             int(found["column"]),
         ) from exc
+
+
+def _deepest_line(text: str) -> int:
+    """The line of ``text`` (counted from 0) where brackets and braces nest deepest."""
+    depth = deepest = found = 0
+    for number, line in enumerate(text.split("\n")):
+        for char in line:
+            depth += (char in "[{") - (char in "]}")
+            if depth > deepest:
+                deepest, found = depth, number
+    return found
 
 
 @dataclass(frozen=True)
@@ -137,7 +193,7 @@ def _front_matter(
         if not isinstance(value, str):
             raise IssueError(path, f"{key} must be a string in quotes", where.find(key))
         # Header values must never carry line breaks; collapse all whitespace runs.
-        values[key] = " ".join(value.split())
+        values[key] = " ".join(_visible(path, value, key, where.find(key)).split())
     if not values["title"]:
         raise IssueError(path, "the title is empty; write the issue's title", where.find("title"))
     return values
@@ -379,6 +435,7 @@ def _load_toml(path: Path, text: str) -> Issue:
     if not isinstance(lede, str):
         raise IssueError(path, "lede must be a string of Markdown", where.find("lede"))
     lede_line = where.find("lede") or 0
+    _visible(path, lede, "lede", _body_line(where, lede_line))
     raw_blocks = raw.get("blocks", [])
     if isinstance(raw_blocks, dict) and "items" in raw_blocks:
         raise IssueError(
@@ -452,7 +509,9 @@ def _toml_block(
     heading = raw.get("heading")
     if not isinstance(heading, str) or not heading.strip():
         raise IssueError(path, 'this block has no heading; add heading = "…"', line)
-    heading = " ".join(heading.split())
+    heading = " ".join(
+        _visible(path, heading, "heading", where.find("heading", *span) or line).split()
+    )
     if kind is None:
         kind = kind_of(heading)
     if not isinstance(kind, str) or not _VALID_KIND.match(kind):
@@ -466,7 +525,8 @@ def _toml_block(
         raise IssueError(
             path, "body must be a string of Markdown", where.find("body", *span) or line
         )
-    body_md = Markdown(body.strip(), _body_line(where, where.find("body", *span) or 0))
+    body_line = _body_line(where, where.find("body", *span) or 0)
+    body_md = Markdown(_visible(path, body, "body", body_line).strip(), body_line)
     raw_items = raw.get("items", [])
     if raw_items and kind != BIG_STORY:
         raise IssueError(
@@ -497,9 +557,13 @@ def _toml_item(path: Path, raw: Any, where: _KeyLines, line: int | None) -> Stor
     lead, body = raw.get("lead"), raw.get("body")
     if not isinstance(lead, str) or not lead.strip():
         raise IssueError(path, 'this story item has no lead; add lead = "…"', line)
-    lead = " ".join(lead.split()).rstrip(":").rstrip()
+    # The item's own keys are the first of their names after its [[blocks.items]] line.
+    lead_line = where.find("lead", line or 0) or line
+    lead = " ".join(_visible(path, lead, "lead", lead_line).split()).rstrip(":").rstrip()
     if not isinstance(body, str) or not body.strip():
         raise IssueError(
             path, f'story item {lead!r} has no text; add body = "…" or delete it', line
         )
-    return StoryItem(lead, Markdown(body.strip(), (line or 0) + 1), line or 0)
+    body_line = _body_line(where, where.find("body", line or 0) or 0)
+    body_md = Markdown(_visible(path, body, "body", body_line).strip(), (line or 0) + 1)
+    return StoryItem(lead, body_md, line or 0)
