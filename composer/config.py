@@ -6,6 +6,7 @@ line, so an editor fixes the file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import math
 import ssl
 import tomllib
 from collections.abc import Callable
@@ -187,9 +188,17 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             _loads_certificates(ca_file),
             f"[smtp] ca_file {ca_file} is not a readable file of PEM certificates",
         )
+    # TOML has nan and inf; a timeout of 0, nan or inf would never give up, or never wait.
+    check(
+        math.isfinite(smtp["timeout"]) and smtp["timeout"] > 0,
+        "[smtp] timeout must be a number of seconds above 0, such as 30",
+    )
     check(send["concurrency"] >= 1, "[send] concurrency must be at least 1")
     check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
-    check(send["rate_per_second"] >= 0, "[send] rate_per_second must be 0 (no limit) or more")
+    check(
+        math.isfinite(send["rate_per_second"]) and send["rate_per_second"] >= 0,
+        "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
+    )
 
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from email import policy
 
+import pytest
+
 from composer.cli import cli
 from tests.conftest import EXAMPLE_MD
 
@@ -135,3 +137,35 @@ def test_help_is_instant_because_workers_load_lazily():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("[smtp]\ntimeout = 0", "[smtp] timeout must be a number of seconds above 0, such as 30"),
+        ("[smtp]\ntimeout = -5", "[smtp] timeout must be a number of seconds above 0, such as 30"),
+        ("[smtp]\ntimeout = nan", "[smtp] timeout must be a number of seconds above 0, such as 30"),
+        ("[smtp]\ntimeout = inf", "[smtp] timeout must be a number of seconds above 0, such as 30"),
+        (
+            "[send]\nrate_per_second = nan",
+            "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
+        ),
+        (
+            "[send]\nrate_per_second = inf",
+            "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
+        ),
+    ],
+)
+def test_a_timeout_or_rate_that_is_zero_or_not_a_finite_number_is_refused(
+    tmp_path, setting, problem
+):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        f'[newsletter]\nname = "N"\nfrom = "n@example.com"\nbase_url = "https://x"\n{setting}\n',
+        encoding="utf-8",
+    )
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["build", str(EXAMPLE_MD), "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"Error: {bad}: {problem}"]
