@@ -20,6 +20,11 @@ The app (:func:`create_app`, starlette, like ``newsletter serve``) answers:
 - ``POST /send-test`` (``{"tier": …}`` or ``?tier=``): what ``newsletter send-test``
   does, to ``[newsletter] test_recipients``; only from the page itself (see
   :func:`from_the_page`), and answered with :func:`send_test_outcome`'s JSON.
+
+Every route answers only a request naming ``127.0.0.1:PORT`` or ``localhost:PORT``
+(anything else, such as a name rebound to this machine, gets 403 and nothing more),
+takes a body of at most :data:`MAX_BODY_BYTES`, and may be framed by the page only
+(:mod:`composer.web.guards`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from composer.composing.check import Finding, check_composed_issue
@@ -73,6 +79,7 @@ from composer.sending.send import addresses_for_test, send_test
 from composer.store import Subscriber, open_store
 from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
+from composer.web.guards import BodyLimit, LoopbackHostOnly, SecurityHeaders
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +93,15 @@ _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 # The page sends this header with every request that acts; see from_the_page.
 GUARD_HEADER = "X-Newsletter-Preview"
+# The page frames its own /email; nothing else may frame any of it.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Content-Security-Policy": "frame-ancestors 'self'",
+    "Referrer-Policy": "no-referrer",
+}
+# The largest body accepted: only send-test takes one, {"tier": "paid"}.
+MAX_BODY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -353,15 +369,13 @@ def from_the_page(request: Request) -> bool:
     """Whether ``request``, one that acts (sends mail), comes from the preview page itself.
 
     Another site's page cannot set a custom header on a request to this origin without a
-    CORS preflight, which this app never grants; and since a page on a rebound name
-    (attacker.example resolving to 127.0.0.1) is same-origin with itself, the Host it
-    used must be this machine's, and the Origin, when the browser sends one, ours.
+    CORS preflight, which this app never grants; and the Origin, when the browser sends
+    one, must be ours. (A page on a rebound name, same-origin with itself, never gets
+    here: :class:`~composer.web.guards.LoopbackHostOnly` refuses its Host first.)
     """
-    if request.headers.get(GUARD_HEADER) != "1":
-        return False
     host = request.headers.get("host", "")
     origin = request.headers.get("origin")
-    return host.rpartition(":")[0] in (HOST, "localhost") and origin in (None, f"http://{host}")
+    return request.headers.get(GUARD_HEADER) == "1" and origin in (None, f"http://{host}")
 
 
 def send_test_outcome(report: DispatchReport, to: tuple[str, ...]) -> dict[str, Any]:
@@ -379,7 +393,7 @@ def send_test_outcome(report: DispatchReport, to: tuple[str, ...]) -> dict[str, 
     }
 
 
-def create_app(preview: Preview) -> Starlette:
+def create_app(preview: Preview) -> ASGIApp:
     """The preview's ASGI app; its lifespan runs :meth:`Preview.start_watching`."""
     page = files("composer.web").joinpath("preview.html").read_text(encoding="utf-8")
 
@@ -465,7 +479,7 @@ def create_app(preview: Preview) -> Starlette:
             preview.stop()
             await watcher
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/email", email),
@@ -475,6 +489,10 @@ def create_app(preview: Preview) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # The host check comes first: a request from a rebound name learns nothing, not even
+    # how large a body may be.
+    guarded = LoopbackHostOnly(BodyLimit(app, MAX_BODY_BYTES))
+    return SecurityHeaders(guarded, SECURITY_HEADERS)
 
 
 class PreviewServer(uvicorn.Server):
