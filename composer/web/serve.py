@@ -12,6 +12,11 @@ confirmation page) and answers 200. ``GET`` only shows that confirmation page,
 because link scanners fetch every link in every email. A token that does not
 verify changes nothing and gets a 400 page; a GET without any token (the footer of
 a copy that went to no one in particular) explains where the real link is.
+
+Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
+gets 413 unread, and every response, errors included, carries
+:data:`SECURITY_HEADERS`, with a Content-Security-Policy loosened per page only as far
+as that page needs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.config import Config, SubscriberSettings
@@ -35,6 +41,7 @@ from composer.model import Issue
 from composer.store import NewSubscriber, Subscriber, address_key, open_store
 from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
 from composer.web.archive import atom_feed, find_published, published_issues
+from composer.web.guards import BodyLimit, SecurityHeaders
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -103,19 +110,34 @@ Use that link in any issue you received, or reply to the email and ask to be rem
 {% endblock %}""",
 }
 
-_HEADERS = {
-    # The token in the URL must not leak to other sites or be cached by proxies.
-    "Cache-Control": "no-store",
+# Every response: nothing it names may run, load or frame it unless its route says so.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # Unsubscribe links carry a token in the URL, and readers' clicks are their own.
     "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex",
+    "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self';"
-        " base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
 }
+# The service's own pages: their stylesheet, and the unsubscribe form posting to itself.
+_PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self';"
+    " frame-ancestors 'none'"
+)
+# An issue's web version is the email's HTML: inline styles and the images it links to.
+_ISSUE_POLICY = (
+    "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; base-uri 'none';"
+    " form-action 'none'; frame-ancestors 'none'"
+)
+# A page carrying a token must not be cached by proxies nor indexed.
+_PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+# The largest body accepted: one-click unsubscribes send 26 bytes, a browser's form a few
+# more; the other routes take none.
+MAX_BODY_BYTES = 4096
 
 
-def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
+def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
     """The ASGI app ``newsletter serve`` runs: ``config``'s store, and the issues in
     ``issues_dir`` (default: ``issues/`` next to config.toml)."""
     issues_dir = issues_dir or config.path.resolve().parent / "issues"
@@ -128,7 +150,9 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
 
     def page(name: str, title: str, status_code: int = 200, **values: object) -> HTMLResponse:
         html = templates.get_template(name).render(title=title, **site, **values)
-        headers = None if values.get("public") else _HEADERS
+        headers = {"Content-Security-Policy": _PAGE_POLICY}
+        if not values.get("public"):
+            headers.update(_PRIVATE)
         return HTMLResponse(html, status_code=status_code, headers=headers)
 
     @lru_cache(maxsize=64)
@@ -158,7 +182,7 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
         if issue is None:
             return page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
         html = await run_in_threadpool(web_version, issue)
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers={"Content-Security-Policy": _ISSUE_POLICY})
 
     async def unsubscribe(request: Request) -> HTMLResponse:
         if request.method == "GET" and "token" not in request.query_params:
@@ -183,7 +207,7 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
         email = found.email if found else token.key
         return page("confirm.html", "Unsubscribe", email=email)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", archive),
             Route("/feed.xml", feed),
@@ -191,6 +215,8 @@ def create_app(config: Config, issues_dir: Path | None = None) -> Starlette:
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
         ]
     )
+    # Outside starlette's own error handling, so that a 500 carries the headers too.
+    return SecurityHeaders(BodyLimit(app, MAX_BODY_BYTES), SECURITY_HEADERS)
 
 
 class RedactQueryStrings(logging.Filter):
