@@ -136,3 +136,21 @@ def test_an_issue_that_does_not_load_is_left_out_and_logged_while_the_rest_are_s
     logged = caplog.text
     assert "2024-04-01-deep.md:4: TOML nested too deeply" in logged
     assert "2024-04-02-bell.md:2: title holds character U+0001" in logged
+
+
+def test_an_issue_that_loads_but_cannot_be_composed_is_404_and_logged_not_a_500(
+    server: httpx.Client,
+    issues: Path,
+    write_issue: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write_issue(
+        '+++\ntitle = "Odd"\ndate = 2024-04-03\n+++\n\n## A quote {.pull-quote}\n\nText.\n',
+        "2024-04-03-odd.md",
+    )
+    page = server.get("/issues/2024-04-03-odd")
+
+    assert page.status_code == 404
+    assert "[newsletter]" not in page.text
+    assert "2024-04-03-odd.md:6: block 'A quote' is of kind 'pull-quote'" in caplog.text
+    assert server.get("/issues/2024-04-26-older").status_code == 200

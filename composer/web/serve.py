@@ -36,12 +36,14 @@ from starlette.types import ASGIApp
 
 from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.config import Config, SubscriberSettings
-from composer.errors import InvalidToken
+from composer.errors import InvalidToken, NewsletterError
 from composer.model import Issue
 from composer.store import NewSubscriber, Subscriber, address_key, open_store
 from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
 from composer.web.archive import atom_feed, find_published, published_issues
 from composer.web.guards import BodyLimit, SecurityHeaders
+
+log = logging.getLogger(__name__)
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -181,7 +183,13 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
         issue = await run_in_threadpool(find_published, issues_dir, slug, _today())
         if issue is None:
             return page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
-        html = await run_in_threadpool(web_version, issue)
+        try:
+            html = await run_in_threadpool(web_version, issue)
+        except NewsletterError as exc:
+            # A file that loads but does not compose (a block kind with no template, a
+            # broken template) is left out like one that does not load, never a 500.
+            log.warning("left out of the web: %s", exc.format_message())
+            return page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
         return HTMLResponse(html, headers={"Content-Security-Policy": _ISSUE_POLICY})
 
     async def unsubscribe(request: Request) -> HTMLResponse:
