@@ -335,6 +335,58 @@ def test_a_refused_login_stops_before_any_message(send_config, tmp_path, monkeyp
         server.close()
 
 
+def test_a_refused_login_is_tried_with_one_mechanism_so_it_counts_once(
+    send_config, tmp_path, monkeypatch
+):
+    mechanisms = []
+
+    def deny(server, session, envelope, mechanism, auth_data):
+        mechanisms.append(mechanism)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Bad credentials")
+
+    # aiosmtpd offers LOGIN and PLAIN.
+    server = SmtpServer(tmp_path / "auth", authenticator=deny, auth_require_tls=False)
+    try:
+        config_path = with_smtp(send_config, port=server.port, username='"editor"')
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong")
+        subscribe(config_path, 3)
+        with pytest.raises(SmtpAuthError, match="535"):
+            send(config_path)
+        assert mechanisms == ["PLAIN"]
+    finally:
+        server.close()
+
+
+def test_a_username_for_a_server_that_offers_no_login_stops_before_any_message(
+    send_config, smtp, monkeypatch
+):
+    with_smtp(send_config, username='"editor"')
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")
+    subscribe(send_config, 2)
+    with pytest.raises(SmtpAuthError, match=r"offers no login .*\(AUTH not offered"):
+        send(send_config)
+    assert smtp.handler.attempts.total() == 0
+
+
+def test_a_login_in_clear_to_a_server_off_this_machine_is_refused_unless_allowed(send_config):
+    with_smtp(send_config, host='"smtp.example.net"', username='"editor"')
+    result = CliRunner().invoke(
+        cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(send_config)]
+    )
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert str(send_config) in line and "starttls" in line and "allow_insecure_auth" in line
+    with_smtp(send_config, allow_insecure_auth="true")
+    assert load_config(send_config).smtp.allow_insecure_auth
+    # Encrypted, without a login, or on this machine: nothing to allow.
+    for values in ({"security": '"starttls"'}, {"username": '""'}, {"host": '"127.0.0.2"'},
+                   {"host": '"localhost"'}, {"host": '"::1"'}):  # fmt: skip
+        with_smtp(send_config, host='"smtp.example.net"', username='"editor"',
+                  security='"none"', allow_insecure_auth="false")  # fmt: skip
+        with_smtp(send_config, **values)
+        assert not load_config(send_config).smtp.allow_insecure_auth, values
+
+
 def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(send_config, smtp):
     with_smtp(send_config, security='"starttls"')
     subscribe(send_config, 2)
