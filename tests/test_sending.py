@@ -210,6 +210,30 @@ def test_451_is_retried_with_backoff_then_delivered_once(send_config, smtp):
     assert smtp.handler.attempts["reader2@example.org"] == 3
 
 
+def test_greylisting_every_reader_once_retries_them_all_and_never_pauses(send_config, smtp):
+    # What a greylisting server does on first contact: one temporary refusal per reader,
+    # more of them in a row than the 50 final failures that pause a dispatch.
+    addresses = subscribe(send_config, 60)
+    for address in addresses:
+        smtp.handler.faults[address] = ["451 4.3.0 try again later"]
+    # Retries come back after every first attempt has been made, as they would in earnest.
+    report = send(send_config, retry_base=1.0, retry_cap=1.0)
+    assert report.stopped is None and report.complete and report.sent == 60
+    assert smtp.received() == {address: 1 for address in addresses}
+    assert set(smtp.handler.attempts.values()) == {2}
+
+
+def test_temporary_refusals_that_never_pass_pause_the_dispatch_once_attempts_run_out(
+    send_config, smtp
+):
+    addresses = subscribe(send_config, 40)
+    for address in addresses:
+        smtp.handler.faults[address] = ["451 4.3.0 try again later"] * 3
+    report = send(send_config, pause_after=5)
+    assert report.stopped == "paused" and "try again later" in report.reason
+    assert report.sent == 0 and report.failed >= 5
+
+
 def test_a_550_no_such_user_fails_that_one_marks_them_bounced_and_the_rest_go(
     send_config, smtp, tmp_path
 ):

@@ -69,7 +69,7 @@ class DispatchSettings:
     max_attempts: int = 5
     retry_base: float = 2.0  # seconds before the 2nd attempt; doubles each time, jittered
     retry_cap: float = 60.0
-    pause_after: int = 50  # consecutive failed attempts that pause the dispatch
+    pause_after: int = 50  # consecutive final failures that pause the dispatch
 
 
 @dataclass
@@ -382,8 +382,9 @@ class _Dispatch:
                 self.report.deferred += 1
             self.settle(Outcome(recipient, state, attempt, code, reply, retryable=True))
             return
+        # A temporary refusal that will be retried is no failure (greylisting refuses
+        # every first contact): only final failures count towards a pause.
         self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
-        self.count_failure(reply)
         self.progress.deferred += 1
         delay = self.backoff(attempt)
         self.retries[recipient] = asyncio.get_running_loop().call_later(
