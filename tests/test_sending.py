@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import itertools
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from composer.sending.dispatch import DispatchSettings
 from composer.sending.journal import SqliteDispatchJournal
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, send_issue
+from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
@@ -309,6 +311,49 @@ def test_a_connection_dropped_mid_data_is_resent_on_a_new_connection(send_config
     assert set(smtp.received().values()) == {1}
     assert smtp.handler.attempts["reader3@example.org"] == 2
     assert smtp.handler.attempts["reader5@example.org"] == 2
+
+
+def test_a_server_dropping_every_seventh_message_is_reconnected_at_once(send_config, smtp):
+    addresses = subscribe(send_config, 300)
+    for address in addresses[6::7]:
+        smtp.handler.faults[address] = ["drop"]
+    started = time.monotonic()
+    # The shipped back-off (2 s, doubling): a replaced connection must not wait for it.
+    report = send(send_config, concurrency=4, retry_base=2.0, retry_cap=60.0)
+    elapsed = time.monotonic() - started
+    assert report.complete and report.sent == 300
+    assert smtp.received() == {address: 1 for address in addresses}
+    assert elapsed < 10, f"300 messages, 42 dropped connections: {elapsed:.1f} s"
+
+
+def test_a_server_that_stops_taking_connections_is_reconnected_once_then_waited_for(
+    send_config, smtp
+):
+    subscribe(send_config, 3)
+    smtp.handler.faults["reader1@example.org"] = ["drop"]
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        dead_port = closed.getsockname()[1]
+    config = load_config(send_config)
+    live = SmtpTransport(config.smtp)
+    dead = SmtpTransport(dataclasses.replace(config.smtp, port=dead_port))
+    connects: list[float] = []
+
+    class GoesAway:
+        """The server, which refuses every connection after the first."""
+
+        description = live.description
+
+        async def connect(self):
+            connects.append(time.monotonic())
+            return await (live if len(connects) == 1 else dead).connect()
+
+    settings = fast(send_config, concurrency=1, max_attempts=2, retry_base=0.6, retry_cap=5)
+    report = send_issue(EXAMPLE_MD, config, "all", settings=settings, transport=GoesAway()).report
+    assert report.sent == 1 and report.failed == 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(connects)]
+    # After the drop: a new connection at once. After it failed too: the back-off
+    # (0.3-0.6 s, then 0.6-1.2 s) before each further one.
+    assert len(connects) == 4 and gaps[0] < 0.3 and all(gap >= 0.3 for gap in gaps[1:]), gaps
 
 
 def test_a_server_that_stalls_past_the_timeout_is_abandoned_and_the_message_retried(

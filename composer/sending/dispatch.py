@@ -308,7 +308,8 @@ class _Dispatch:
             self._wake_workers()
 
     async def work(self, connection: Connection | None) -> None:
-        reconnect_failures = 0
+        # Connections lost or refused since this worker last heard a reply to a message.
+        connection_failures = 0
         try:
             while True:
                 item = await self.queue.get()
@@ -331,8 +332,8 @@ class _Dispatch:
                 self.progress.attempted += 1
                 try:
                     if connection is None:
-                        if reconnect_failures:
-                            await asyncio.sleep(self.backoff(reconnect_failures))
+                        if connection_failures > 1:
+                            await asyncio.sleep(self.backoff(connection_failures - 1))
                         connection = await self.transport.connect()
                     code, reply = await connection.send(
                         self.settings.sender, recipient.email, message
@@ -343,17 +344,17 @@ class _Dispatch:
                     self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
                     continue
                 except SmtpReplyError as exc:
+                    connection_failures = 0
                     self.refused(recipient, attempt, exc)
                     continue
                 except (SmtpConnectionLost, SmtpConnectError) as exc:
                     if connection is not None:
                         await connection.close()
                     connection = None
-                    reconnect_failures += 1
-                    self.pace.slow_down(self.progress.rate)
-                    self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
+                    connection_failures += 1
+                    self.lost(recipient, attempt, exc, connection_failures)
                     continue
-                reconnect_failures = 0
+                connection_failures = 0
                 self.settle(Outcome(recipient, "sent", attempt, code, reply))
         finally:
             if connection is not None:
@@ -373,9 +374,36 @@ class _Dispatch:
             Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
         )
 
-    def retry_or_fail(
-        self, recipient: Recipient, attempt: int, code: int | None, reply: str
+    def lost(
+        self,
+        recipient: Recipient,
+        attempt: int,
+        exc: SmtpConnectionLost | SmtpConnectError,
+        failures: int,
     ) -> None:
+        """The connection for ``recipient``'s message was lost or could not be made, the
+        ``failures``-th time in a row for its worker.
+
+        A connection that served messages and then closed (a limit per session, a
+        restart) is replaced at once, and the message retried on the new one. Only when
+        that fails too is the server pushing back: the pace halves, the message waits
+        for its back-off, and the worker for its own before each new connection."""
+        if failures > 1:
+            self.pace.slow_down(self.progress.rate)
+        delay = 0.0 if failures == 1 else None
+        self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc), delay=delay)
+
+    def retry_or_fail(
+        self,
+        recipient: Recipient,
+        attempt: int,
+        code: int | None,
+        reply: str,
+        *,
+        delay: float | None = None,
+    ) -> None:
+        """Retry ``recipient`` after ``delay`` seconds (default: the back-off), or record
+        them failed when attempts have run out (deferred when the run is stopping)."""
         if attempt >= self.settings.max_attempts or self.report.stopped is not None:
             state: State = "failed" if attempt >= self.settings.max_attempts else "deferred"
             if state == "deferred":
@@ -386,9 +414,8 @@ class _Dispatch:
         # every first contact): only final failures count towards a pause.
         self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
         self.progress.deferred += 1
-        delay = self.backoff(attempt)
         self.retries[recipient] = asyncio.get_running_loop().call_later(
-            delay, self._retry, recipient, attempt + 1
+            self.backoff(attempt) if delay is None else delay, self._retry, recipient, attempt + 1
         )
 
     def _retry(self, recipient: Recipient, attempt: int) -> None:
