@@ -166,7 +166,7 @@ def test_crlf_in_a_name_or_subject_never_adds_a_header_on_the_wire(send_config, 
         }
         assert fields == expected, name
     # And through a real server: what arrives has no Bcc and one recipient.
-    with pytest.raises(Exception, match="not a plain ASCII address"):
+    with pytest.raises(Exception, match="not a plain address"):
         template.render(Recipient("a@example.org\r\nRCPT TO:<b@example.org>"))
     subscribe(send_config, 0)
     with open_store(config.subscribers) as store:
@@ -496,6 +496,74 @@ def test_only_the_outbox_imports_aiosmtpd():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "False"
+
+
+# -- international addresses -------------------------------------------------------------
+
+
+def test_an_international_domain_is_sent_as_punycode_once_with_its_punycode_twin(
+    send_config, smtp, tmp_path
+):
+    rows = "email,name\nute@bücher.de,Ute\nUTE@xn--bcher-kva.de,Twin\nann@example.org,Ann\n"
+    (tmp_path / "list.csv").write_text(rows, encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, ["subscribers", "import", str(tmp_path / "list.csv"), "--config", str(send_config)]
+    )
+    assert result.exit_code == 0, result.output
+    report = send(send_config)
+    assert report.complete and report.sent == 2
+    assert smtp.received() == {"ute@xn--bcher-kva.de": 1, "ann@example.org": 1}
+    assert smtp.handler.attempts["ute@xn--bcher-kva.de"] == 1
+    assert all(options == [] for _, _, options in smtp.handler.envelopes)
+    [ute] = [m for m in smtp.messages() if "bcher" in str(m["To"])]
+    assert ute["To"].addresses[0].display_name == "Ute" and not ute["To"].defects
+
+
+def subscribe_addresses(config_path: Path, names: dict[str, str]) -> None:
+    config = load_config(config_path)
+    with open_store(config.subscribers) as store:
+        for address, name in names.items():
+            store.save(NewSubscriber(address, address.lower(), name=name, tier="paid"))
+
+
+def test_a_non_ascii_local_part_goes_with_smtputf8_where_the_server_offers_it(
+    send_config, tmp_path
+):
+    import email
+    from email import policy
+
+    server = SmtpServer(tmp_path / "utf8", enable_SMTPUTF8=True)
+    try:
+        config_path = with_smtp(send_config, port=server.port)
+        subscribe_addresses(config_path, {"jörg@bücher.de": "Jörg", "ann@example.org": "Ann"})
+        report = send(config_path)
+        assert report.complete and report.sent == 2
+        envelopes = {rcpt: options for _, [rcpt], options in server.handler.envelopes}
+        assert envelopes == {"jörg@xn--bcher-kva.de": ["SMTPUTF8"], "ann@example.org": []}
+        [raw] = [p.read_bytes() for p in server.folder.messages() if not p.read_bytes().isascii()]
+        header_block = raw.split(b"\r\n\r\n", 1)[0]
+        assert header_block.isascii() is False and b"\n" not in header_block.replace(b"\r\n", b"")
+        message = email.message_from_string(raw.decode("utf-8"), policy=policy.default)
+        [to] = message["To"].addresses
+        assert (to.display_name, to.addr_spec) == ("Jörg", "jörg@xn--bcher-kva.de")
+        assert len(message.get_all("To")) == 1 and message["Subject"]
+    finally:
+        server.close()
+
+
+def test_a_non_ascii_local_part_is_a_clear_failure_for_that_reader_without_smtputf8(
+    send_config, smtp
+):
+    subscribe_addresses(send_config, {"jörg@example.de": "Jörg", "ann@example.org": "Ann"})
+    report = send(send_config)
+    assert report.sent == 1 and report.failed == 1 and report.bounced == 0
+    [failure] = report.failures
+    assert failure.recipient.email == "jörg@example.de"
+    assert "SMTPUTF8" in failure.reply and "jörg@example.de" in failure.reply
+    assert smtp.received() == {"ann@example.org": 1}
+    assert smtp.handler.attempts.total() == 1, "nothing was sent for jörg"
+    result = CliRunner().invoke(cli, ["status", str(EXAMPLE_MD), "--config", str(send_config)])
+    assert "jörg@example.de" in result.output and "SMTPUTF8" in result.output
 
 
 # -- TLS and login ------------------------------------------------------------------------

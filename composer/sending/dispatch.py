@@ -34,6 +34,7 @@ from composer.errors import (
     UnsendableAddress,
 )
 from composer.sending import Outcome, Recipient, State
+from composer.sending.personalise import envelope_address
 from composer.sending.transport import Connection, Transport
 
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
@@ -324,6 +325,7 @@ class _Dispatch:
                     continue
                 try:
                     message = self.render(recipient)
+                    address = envelope_address(recipient.email)
                 except UnsendableAddress as exc:
                     self.settle(Outcome(recipient, "failed", attempt, None, str(exc)))
                     continue
@@ -335,9 +337,7 @@ class _Dispatch:
                         if connection_failures > 1:
                             await asyncio.sleep(self.backoff(connection_failures - 1))
                         connection = await self.transport.connect()
-                    code, reply = await connection.send(
-                        self.settings.sender, recipient.email, message
-                    )
+                    code, reply = await connection.send(self.settings.sender, address, message)
                 except SmtpAuthError as exc:
                     self.fatal = exc
                     self.halt("paused", str(exc))
@@ -346,6 +346,12 @@ class _Dispatch:
                 except SmtpReplyError as exc:
                     connection_failures = 0
                     self.refused(recipient, attempt, exc)
+                    continue
+                except UnsendableAddress as exc:
+                    # This server cannot take the address (no SMTPUTF8); another may.
+                    self.settle(
+                        Outcome(recipient, "failed", attempt, None, str(exc), retryable=True)
+                    )
                     continue
                 except (SmtpConnectionLost, SmtpConnectError) as exc:
                     if connection is not None:

@@ -23,6 +23,7 @@ from composer.errors import (
     SmtpConnectError,
     SmtpConnectionLost,
     SmtpReplyError,
+    UnsendableAddress,
 )
 
 
@@ -32,9 +33,13 @@ class Connection(Protocol):
     async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
         """Deliver ``message`` to ``recipient``; the server's 2xx code and reply.
 
-        Raises :class:`SmtpReplyError` when the server refuses this message (the
-        connection stays usable), :class:`SmtpConnectionLost` when the connection must
-        be discarded, :class:`SmtpAuthError` if the server wants a login it refuses.
+        An address that is not ASCII (a local part; domains come as punycode) goes
+        with SMTPUTF8, and ``message`` then carries it in UTF-8 too. Raises
+        :class:`SmtpReplyError` when the server refuses this message (the connection
+        stays usable), :class:`SmtpConnectionLost` when the connection must be
+        discarded, :class:`SmtpAuthError` if the server wants a login it refuses,
+        :class:`UnsendableAddress` (before any command) for an address that needs
+        SMTPUTF8 when the server does not offer it.
         """
         ...
 
@@ -154,15 +159,27 @@ class SmtpConnection:
         # about 0.7 ms a message, more than everything else in the hot loop together.
         # ``message`` is already CRLF-only (MessageTemplate guarantees it).
         client = self.client
+        if recipient.isascii() and sender.isascii():
+            mail_from, rcpt_to = b"FROM:<%s>" % sender.encode("ascii"), recipient.encode("ascii")
+        elif client.supports_extension("smtputf8"):
+            mail_from = b"FROM:<%s> SMTPUTF8" % sender.encode("utf-8")
+            rcpt_to = recipient.encode("utf-8")
+        else:
+            which = "its local part" if not recipient.isascii() else f"the sender {sender!r}"
+            raise UnsendableAddress(
+                f"cannot send to {recipient!r}: {which} is not ASCII and {self.description}"
+                " does not offer SMTPUTF8; send through a server that does, then use"
+                " --retry-failed"
+            )
         stage = "RSET"
         try:
             if self._needs_reset:
                 await client.rset()
                 self._needs_reset = False
             stage = "MAIL"
-            _expect(await client.execute_command(b"MAIL", b"FROM:<%s>" % _ascii(sender)), stage)
+            _expect(await client.execute_command(b"MAIL", mail_from), stage)
             stage = "RCPT"
-            _expect(await client.execute_command(b"RCPT", b"TO:<%s>" % _ascii(recipient)), stage)
+            _expect(await client.execute_command(b"RCPT", b"TO:<%s>" % rcpt_to), stage)
             stage = "DATA"
             _expect(await client.execute_command(b"DATA"), stage, 354)
             protocol = client.protocol
@@ -198,13 +215,6 @@ def dot_stuff(message: bytes) -> bytes:
         message = b"." + message
     message = message.replace(b"\r\n.", b"\r\n..")
     return message if message.endswith(b"\r\n") else message + b"\r\n"
-
-
-def _ascii(address: str) -> bytes:
-    try:
-        return address.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise aiosmtplib.SMTPNotSupported(f"{address!r} needs SMTPUTF8") from exc
 
 
 def _expect(response: aiosmtplib.SMTPResponse, stage: str, code: int = 250) -> None:
