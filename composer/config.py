@@ -6,6 +6,7 @@ line, so an editor fixes the file in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import ssl
 import tomllib
@@ -45,6 +46,7 @@ class SmtpSettings:
     password_env: str
     timeout: float
     ca_file: Path | None = None  # trusted instead of the system's CAs when set
+    allow_insecure_auth: bool = False  # a login in clear to a server off this machine
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "password_env": (str, "NEWSLETTER_SMTP_PASSWORD"),
         "timeout": ((int, float), 30),
         "ca_file": (str, ""),
+        "allow_insecure_auth": (bool, False),
     },
     "send": {
         "concurrency": (int, 8),
@@ -141,7 +144,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
                 values[section][key] = None if default is _REQUIRED else default
                 continue
             value = given[key]
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 problems.append(f"[{section}] {key} has the wrong type ({type(value).__name__})")
                 # The checks below see what a missing key gives, not a value they trip on.
                 value = None if default is _REQUIRED else default
@@ -182,6 +185,15 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         f"[smtp] security must be one of {', '.join(SECURITY_MODES)}",
     )
     check(isinstance(smtp["port"], int) and 0 < smtp["port"] < 65536, "[smtp] port out of range")
+    check(
+        smtp["security"] != "none"
+        or not smtp["username"]
+        or is_loopback(smtp["host"])
+        or smtp["allow_insecure_auth"],
+        f'[smtp] username is set and security is "none": the password would cross the'
+        f' network to {smtp["host"]} in clear; set security = "starttls" or "tls"'
+        " (or allow_insecure_auth = true on a network you trust)",
+    )
     ca_file = root / smtp["ca_file"] if smtp["ca_file"] else None
     if ca_file is not None:
         check(
@@ -228,6 +240,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             password_env=smtp["password_env"],
             timeout=float(smtp["timeout"]),
             ca_file=ca_file,
+            allow_insecure_auth=smtp["allow_insecure_auth"],
         ),
         send=SendSettings(
             concurrency=send["concurrency"],
@@ -236,6 +249,16 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _loads_certificates(path: Path) -> bool:

@@ -7,7 +7,8 @@ port, in its own thread, with faults injected per recipient.
 storing nothing), ``"stall"`` (never answer DATA in time, storing nothing).
 
 ``sessions`` records, per stored message, the TLS cipher of its connection (None in
-clear) and the login it was sent under (None without AUTH).
+clear) and the login it was sent under (None without AUTH); ``envelopes`` its
+sender, recipients and MAIL options (``SMTPUTF8``) as the server read them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FaultyOutbox(OutboxHandler):
         self.stall_seconds = 2.0
         self.attempts: collections.Counter[str] = collections.Counter()
         self.sessions: list[tuple[tuple[str, str, int] | None, bytes | None]] = []
+        self.envelopes: list[tuple[str | None, list[str], list[str]]] = []
 
     def _next(self, address: str, stage: str) -> str | None:
         queue = self.faults.get(address)
@@ -71,6 +73,9 @@ class FaultyOutbox(OutboxHandler):
             await asyncio.sleep(self.data_delay)
         login = session.auth_data.login if session.authenticated else None
         self.sessions.append((server.transport.get_extra_info("cipher"), login))
+        self.envelopes.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options))
+        )
         return await super().handle_DATA(server, session, envelope)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import itertools
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from composer.sending.dispatch import DispatchSettings
 from composer.sending.journal import SqliteDispatchJournal
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, send_issue
+from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
@@ -164,7 +166,7 @@ def test_crlf_in_a_name_or_subject_never_adds_a_header_on_the_wire(send_config, 
         }
         assert fields == expected, name
     # And through a real server: what arrives has no Bcc and one recipient.
-    with pytest.raises(Exception, match="not a plain ASCII address"):
+    with pytest.raises(Exception, match="not a plain address"):
         template.render(Recipient("a@example.org\r\nRCPT TO:<b@example.org>"))
     subscribe(send_config, 0)
     with open_store(config.subscribers) as store:
@@ -208,6 +210,30 @@ def test_451_is_retried_with_backoff_then_delivered_once(send_config, smtp):
     assert report.complete and report.sent == 5
     assert smtp.received()["reader2@example.org"] == 1
     assert smtp.handler.attempts["reader2@example.org"] == 3
+
+
+def test_greylisting_every_reader_once_retries_them_all_and_never_pauses(send_config, smtp):
+    # What a greylisting server does on first contact: one temporary refusal per reader,
+    # more of them in a row than the 50 final failures that pause a dispatch.
+    addresses = subscribe(send_config, 60)
+    for address in addresses:
+        smtp.handler.faults[address] = ["451 4.3.0 try again later"]
+    # Retries come back after every first attempt has been made, as they would in earnest.
+    report = send(send_config, retry_base=1.0, retry_cap=1.0)
+    assert report.stopped is None and report.complete and report.sent == 60
+    assert smtp.received() == {address: 1 for address in addresses}
+    assert set(smtp.handler.attempts.values()) == {2}
+
+
+def test_temporary_refusals_that_never_pass_pause_the_dispatch_once_attempts_run_out(
+    send_config, smtp
+):
+    addresses = subscribe(send_config, 40)
+    for address in addresses:
+        smtp.handler.faults[address] = ["451 4.3.0 try again later"] * 3
+    report = send(send_config, pause_after=5)
+    assert report.stopped == "paused" and "try again later" in report.reason
+    assert report.sent == 0 and report.failed >= 5
 
 
 def test_a_550_no_such_user_fails_that_one_marks_them_bounced_and_the_rest_go(
@@ -287,6 +313,49 @@ def test_a_connection_dropped_mid_data_is_resent_on_a_new_connection(send_config
     assert smtp.handler.attempts["reader5@example.org"] == 2
 
 
+def test_a_server_dropping_every_seventh_message_is_reconnected_at_once(send_config, smtp):
+    addresses = subscribe(send_config, 300)
+    for address in addresses[6::7]:
+        smtp.handler.faults[address] = ["drop"]
+    started = time.monotonic()
+    # The shipped back-off (2 s, doubling): a replaced connection must not wait for it.
+    report = send(send_config, concurrency=4, retry_base=2.0, retry_cap=60.0)
+    elapsed = time.monotonic() - started
+    assert report.complete and report.sent == 300
+    assert smtp.received() == {address: 1 for address in addresses}
+    assert elapsed < 10, f"300 messages, 42 dropped connections: {elapsed:.1f} s"
+
+
+def test_a_server_that_stops_taking_connections_is_reconnected_once_then_waited_for(
+    send_config, smtp
+):
+    subscribe(send_config, 3)
+    smtp.handler.faults["reader1@example.org"] = ["drop"]
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        dead_port = closed.getsockname()[1]
+    config = load_config(send_config)
+    live = SmtpTransport(config.smtp)
+    dead = SmtpTransport(dataclasses.replace(config.smtp, port=dead_port))
+    connects: list[float] = []
+
+    class GoesAway:
+        """The server, which refuses every connection after the first."""
+
+        description = live.description
+
+        async def connect(self):
+            connects.append(time.monotonic())
+            return await (live if len(connects) == 1 else dead).connect()
+
+    settings = fast(send_config, concurrency=1, max_attempts=2, retry_base=0.6, retry_cap=5)
+    report = send_issue(EXAMPLE_MD, config, "all", settings=settings, transport=GoesAway()).report
+    assert report.sent == 1 and report.failed == 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(connects)]
+    # After the drop: a new connection at once. After it failed too: the back-off
+    # (0.3-0.6 s, then 0.6-1.2 s) before each further one.
+    assert len(connects) == 4 and gaps[0] < 0.3 and all(gap >= 0.3 for gap in gaps[1:]), gaps
+
+
 def test_a_server_that_stalls_past_the_timeout_is_abandoned_and_the_message_retried(
     send_config, smtp
 ):
@@ -335,6 +404,58 @@ def test_a_refused_login_stops_before_any_message(send_config, tmp_path, monkeyp
         server.close()
 
 
+def test_a_refused_login_is_tried_with_one_mechanism_so_it_counts_once(
+    send_config, tmp_path, monkeypatch
+):
+    mechanisms = []
+
+    def deny(server, session, envelope, mechanism, auth_data):
+        mechanisms.append(mechanism)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Bad credentials")
+
+    # aiosmtpd offers LOGIN and PLAIN.
+    server = SmtpServer(tmp_path / "auth", authenticator=deny, auth_require_tls=False)
+    try:
+        config_path = with_smtp(send_config, port=server.port, username='"editor"')
+        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong")
+        subscribe(config_path, 3)
+        with pytest.raises(SmtpAuthError, match="535"):
+            send(config_path)
+        assert mechanisms == ["PLAIN"]
+    finally:
+        server.close()
+
+
+def test_a_username_for_a_server_that_offers_no_login_stops_before_any_message(
+    send_config, smtp, monkeypatch
+):
+    with_smtp(send_config, username='"editor"')
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")
+    subscribe(send_config, 2)
+    with pytest.raises(SmtpAuthError, match=r"offers no login .*\(AUTH not offered"):
+        send(send_config)
+    assert smtp.handler.attempts.total() == 0
+
+
+def test_a_login_in_clear_to_a_server_off_this_machine_is_refused_unless_allowed(send_config):
+    with_smtp(send_config, host='"smtp.example.net"', username='"editor"')
+    result = CliRunner().invoke(
+        cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(send_config)]
+    )
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert str(send_config) in line and "starttls" in line and "allow_insecure_auth" in line
+    with_smtp(send_config, allow_insecure_auth="true")
+    assert load_config(send_config).smtp.allow_insecure_auth
+    # Encrypted, without a login, or on this machine: nothing to allow.
+    for values in ({"security": '"starttls"'}, {"username": '""'}, {"host": '"127.0.0.2"'},
+                   {"host": '"localhost"'}, {"host": '"::1"'}):  # fmt: skip
+        with_smtp(send_config, host='"smtp.example.net"', username='"editor"',
+                  security='"none"', allow_insecure_auth="false")  # fmt: skip
+        with_smtp(send_config, **values)
+        assert not load_config(send_config).smtp.allow_insecure_auth, values
+
+
 def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(send_config, smtp):
     with_smtp(send_config, security='"starttls"')
     subscribe(send_config, 2)
@@ -375,6 +496,74 @@ def test_only_the_outbox_imports_aiosmtpd():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "False"
+
+
+# -- international addresses -------------------------------------------------------------
+
+
+def test_an_international_domain_is_sent_as_punycode_once_with_its_punycode_twin(
+    send_config, smtp, tmp_path
+):
+    rows = "email,name\nute@bücher.de,Ute\nUTE@xn--bcher-kva.de,Twin\nann@example.org,Ann\n"
+    (tmp_path / "list.csv").write_text(rows, encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, ["subscribers", "import", str(tmp_path / "list.csv"), "--config", str(send_config)]
+    )
+    assert result.exit_code == 0, result.output
+    report = send(send_config)
+    assert report.complete and report.sent == 2
+    assert smtp.received() == {"ute@xn--bcher-kva.de": 1, "ann@example.org": 1}
+    assert smtp.handler.attempts["ute@xn--bcher-kva.de"] == 1
+    assert all(options == [] for _, _, options in smtp.handler.envelopes)
+    [ute] = [m for m in smtp.messages() if "bcher" in str(m["To"])]
+    assert ute["To"].addresses[0].display_name == "Ute" and not ute["To"].defects
+
+
+def subscribe_addresses(config_path: Path, names: dict[str, str]) -> None:
+    config = load_config(config_path)
+    with open_store(config.subscribers) as store:
+        for address, name in names.items():
+            store.save(NewSubscriber(address, address.lower(), name=name, tier="paid"))
+
+
+def test_a_non_ascii_local_part_goes_with_smtputf8_where_the_server_offers_it(
+    send_config, tmp_path
+):
+    import email
+    from email import policy
+
+    server = SmtpServer(tmp_path / "utf8", enable_SMTPUTF8=True)
+    try:
+        config_path = with_smtp(send_config, port=server.port)
+        subscribe_addresses(config_path, {"jörg@bücher.de": "Jörg", "ann@example.org": "Ann"})
+        report = send(config_path)
+        assert report.complete and report.sent == 2
+        envelopes = {rcpt: options for _, [rcpt], options in server.handler.envelopes}
+        assert envelopes == {"jörg@xn--bcher-kva.de": ["SMTPUTF8"], "ann@example.org": []}
+        [raw] = [p.read_bytes() for p in server.folder.messages() if not p.read_bytes().isascii()]
+        header_block = raw.split(b"\r\n\r\n", 1)[0]
+        assert header_block.isascii() is False and b"\n" not in header_block.replace(b"\r\n", b"")
+        message = email.message_from_string(raw.decode("utf-8"), policy=policy.default)
+        [to] = message["To"].addresses
+        assert (to.display_name, to.addr_spec) == ("Jörg", "jörg@xn--bcher-kva.de")
+        assert len(message.get_all("To")) == 1 and message["Subject"]
+    finally:
+        server.close()
+
+
+def test_a_non_ascii_local_part_is_a_clear_failure_for_that_reader_without_smtputf8(
+    send_config, smtp
+):
+    subscribe_addresses(send_config, {"jörg@example.de": "Jörg", "ann@example.org": "Ann"})
+    report = send(send_config)
+    assert report.sent == 1 and report.failed == 1 and report.bounced == 0
+    [failure] = report.failures
+    assert failure.recipient.email == "jörg@example.de"
+    assert "SMTPUTF8" in failure.reply and "jörg@example.de" in failure.reply
+    assert smtp.received() == {"ann@example.org": 1}
+    assert smtp.handler.attempts.total() == 1, "nothing was sent for jörg"
+    result = CliRunner().invoke(cli, ["status", str(EXAMPLE_MD), "--config", str(send_config)])
+    assert "jörg@example.de" in result.output and "SMTPUTF8" in result.output
 
 
 # -- TLS and login ------------------------------------------------------------------------

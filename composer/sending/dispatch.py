@@ -34,6 +34,7 @@ from composer.errors import (
     UnsendableAddress,
 )
 from composer.sending import Outcome, Recipient, State
+from composer.sending.personalise import envelope_address
 from composer.sending.transport import Connection, Transport
 
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
@@ -69,7 +70,7 @@ class DispatchSettings:
     max_attempts: int = 5
     retry_base: float = 2.0  # seconds before the 2nd attempt; doubles each time, jittered
     retry_cap: float = 60.0
-    pause_after: int = 50  # consecutive failed attempts that pause the dispatch
+    pause_after: int = 50  # consecutive final failures that pause the dispatch
 
 
 @dataclass
@@ -308,7 +309,8 @@ class _Dispatch:
             self._wake_workers()
 
     async def work(self, connection: Connection | None) -> None:
-        reconnect_failures = 0
+        # Connections lost or refused since this worker last heard a reply to a message.
+        connection_failures = 0
         try:
             while True:
                 item = await self.queue.get()
@@ -323,6 +325,7 @@ class _Dispatch:
                     continue
                 try:
                     message = self.render(recipient)
+                    address = envelope_address(recipient.email)
                 except UnsendableAddress as exc:
                     self.settle(Outcome(recipient, "failed", attempt, None, str(exc)))
                     continue
@@ -331,29 +334,33 @@ class _Dispatch:
                 self.progress.attempted += 1
                 try:
                     if connection is None:
-                        if reconnect_failures:
-                            await asyncio.sleep(self.backoff(reconnect_failures))
+                        if connection_failures > 1:
+                            await asyncio.sleep(self.backoff(connection_failures - 1))
                         connection = await self.transport.connect()
-                    code, reply = await connection.send(
-                        self.settings.sender, recipient.email, message
-                    )
+                    code, reply = await connection.send(self.settings.sender, address, message)
                 except SmtpAuthError as exc:
                     self.fatal = exc
                     self.halt("paused", str(exc))
                     self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
                     continue
                 except SmtpReplyError as exc:
+                    connection_failures = 0
                     self.refused(recipient, attempt, exc)
+                    continue
+                except UnsendableAddress as exc:
+                    # This server cannot take the address (no SMTPUTF8); another may.
+                    self.settle(
+                        Outcome(recipient, "failed", attempt, None, str(exc), retryable=True)
+                    )
                     continue
                 except (SmtpConnectionLost, SmtpConnectError) as exc:
                     if connection is not None:
                         await connection.close()
                     connection = None
-                    reconnect_failures += 1
-                    self.pace.slow_down(self.progress.rate)
-                    self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
+                    connection_failures += 1
+                    self.lost(recipient, attempt, exc, connection_failures)
                     continue
-                reconnect_failures = 0
+                connection_failures = 0
                 self.settle(Outcome(recipient, "sent", attempt, code, reply))
         finally:
             if connection is not None:
@@ -373,21 +380,48 @@ class _Dispatch:
             Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
         )
 
-    def retry_or_fail(
-        self, recipient: Recipient, attempt: int, code: int | None, reply: str
+    def lost(
+        self,
+        recipient: Recipient,
+        attempt: int,
+        exc: SmtpConnectionLost | SmtpConnectError,
+        failures: int,
     ) -> None:
+        """The connection for ``recipient``'s message was lost or could not be made, the
+        ``failures``-th time in a row for its worker.
+
+        A connection that served messages and then closed (a limit per session, a
+        restart) is replaced at once, and the message retried on the new one. Only when
+        that fails too is the server pushing back: the pace halves, the message waits
+        for its back-off, and the worker for its own before each new connection."""
+        if failures > 1:
+            self.pace.slow_down(self.progress.rate)
+        delay = 0.0 if failures == 1 else None
+        self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc), delay=delay)
+
+    def retry_or_fail(
+        self,
+        recipient: Recipient,
+        attempt: int,
+        code: int | None,
+        reply: str,
+        *,
+        delay: float | None = None,
+    ) -> None:
+        """Retry ``recipient`` after ``delay`` seconds (default: the back-off), or record
+        them failed when attempts have run out (deferred when the run is stopping)."""
         if attempt >= self.settings.max_attempts or self.report.stopped is not None:
             state: State = "failed" if attempt >= self.settings.max_attempts else "deferred"
             if state == "deferred":
                 self.report.deferred += 1
             self.settle(Outcome(recipient, state, attempt, code, reply, retryable=True))
             return
+        # A temporary refusal that will be retried is no failure (greylisting refuses
+        # every first contact): only final failures count towards a pause.
         self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
-        self.count_failure(reply)
         self.progress.deferred += 1
-        delay = self.backoff(attempt)
         self.retries[recipient] = asyncio.get_running_loop().call_later(
-            delay, self._retry, recipient, attempt + 1
+            self.backoff(attempt) if delay is None else delay, self._retry, recipient, attempt + 1
         )
 
     def _retry(self, recipient: Recipient, attempt: int) -> None:

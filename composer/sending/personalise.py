@@ -13,6 +13,11 @@ breaks vanish when a client decodes the part, so the decoded text is exactly the
 composed text with the link in place, and no line of the message passes 76
 characters whatever the link's length.
 
+An address with an international domain goes out with the domain in its ASCII
+(punycode) form; one whose local part is not ASCII goes out as UTF-8, in the
+envelope and in ``To`` (RFC 6531 and 6532), which only a server offering SMTPUTF8
+takes (the transport checks).
+
 Headers cannot be injected. This Python (3.11.7) predates the fix for CVE-2024-6923,
 so nothing here trusts the :mod:`email` generator with a newline: every value is
 flattened to one line before it is used (CR, LF and other control characters
@@ -34,6 +39,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from email_validator import EmailNotValidError, validate_email
+
 from composer.composing.message import WIRE_POLICY
 from composer.composing.pipeline import ComposedIssue
 from composer.composing.render import UNSUBSCRIBE_URL
@@ -51,6 +58,8 @@ MAX_NAME_CHARS = 100
 # Room for an encoded word: "=?utf-8?b?" + base64 of 45 bytes (60 chars) + "?=" is 72.
 _WORD_BYTES = 45
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# What an address on the wire may not hold: controls, spaces, brackets, quotes.
+_NOT_PLAIN = re.compile(r'[\x00-\x20\x7f<>"(),;:\\\[\]]')
 _ATEXT_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _SHARED_FIELDS = {"subject", "from", "reply-to", "date", "mime-version", "content-type"}
@@ -167,32 +176,37 @@ def one_line(value: str) -> str:
 
 
 def envelope_address(email: str) -> str:
-    """``email`` checked for use in ``RCPT TO`` and ``To``: ASCII, one ``@``, no spaces,
-    angle brackets or control characters."""
-    if (
-        not email.isascii()
-        or email.count("@") != 1
-        or any(c in email for c in ' <>"(),;:\\[]')
-        or _CONTROL.search(email)
-    ):
-        raise UnsendableAddress(f"cannot send to {email!r}: not a plain ASCII address")
-    return email
+    """``email`` as it goes into ``RCPT TO`` and ``To``: one ``@``, no spaces, angle
+    brackets or control characters, and an international domain in its ASCII
+    (punycode) form. A local part that is not ASCII is kept as it is."""
+    if email.count("@") != 1 or _NOT_PLAIN.search(email):
+        raise UnsendableAddress(f"cannot send to {email!r}: not a plain address")
+    if email.isascii():
+        return email
+    # The rules the address was imported under (IDNA 2008, no unsafe characters), so
+    # the domain is the one its punycode twin was folded with.
+    try:
+        checked = validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise UnsendableAddress(f"cannot send to {email!r}: {exc}") from exc
+    return f"{checked.local_part}@{checked.ascii_domain}"
 
 
 def to_header(recipient: Recipient) -> bytes:
     """The ``To`` value: the reader's name (quoted, or RFC 2047 encoded when not ASCII,
-    folded at 76 characters) and address, on lines that cannot start a new header."""
+    folded at 76 characters) and address (UTF-8 only when its local part is not
+    ASCII), on lines that cannot start a new header."""
     address = envelope_address(recipient.email)
     name = one_line(recipient.name)[:MAX_NAME_CHARS]
     if not name:
-        return address.encode("ascii")
+        return address.encode()
     if name.isascii():
         if _ATEXT_PHRASE.fullmatch(name):
             phrase = name
         else:
             phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{phrase} <{address}>".encode("ascii")
-    return b"\r\n ".join([*_encoded_words(name), f"<{address}>".encode("ascii")])
+        return f"{phrase} <{address}>".encode()
+    return b"\r\n ".join([*_encoded_words(name), f"<{address}>".encode()])
 
 
 def _encoded_words(text: str) -> Iterable[bytes]:

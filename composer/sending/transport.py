@@ -16,13 +16,14 @@ from typing import Protocol
 
 import aiosmtplib
 
-from composer.config import SmtpSettings
+from composer.config import SmtpSettings, is_loopback
 from composer.errors import (
     SendError,
     SmtpAuthError,
     SmtpConnectError,
     SmtpConnectionLost,
     SmtpReplyError,
+    UnsendableAddress,
 )
 
 
@@ -32,9 +33,13 @@ class Connection(Protocol):
     async def send(self, sender: str, recipient: str, message: bytes) -> tuple[int, str]:
         """Deliver ``message`` to ``recipient``; the server's 2xx code and reply.
 
-        Raises :class:`SmtpReplyError` when the server refuses this message (the
-        connection stays usable), :class:`SmtpConnectionLost` when the connection must
-        be discarded, :class:`SmtpAuthError` if the server wants a login it refuses.
+        An address that is not ASCII (a local part; domains come as punycode) goes
+        with SMTPUTF8, and ``message`` then carries it in UTF-8 too. Raises
+        :class:`SmtpReplyError` when the server refuses this message (the connection
+        stays usable), :class:`SmtpConnectionLost` when the connection must be
+        discarded, :class:`SmtpAuthError` if the server wants a login it refuses,
+        :class:`UnsendableAddress` (before any command) for an address that needs
+        SMTPUTF8 when the server does not offer it.
         """
         ...
 
@@ -58,6 +63,12 @@ def describe_server(settings: SmtpSettings) -> str:
     """The ``[smtp]`` server as messages name it: ``host:port`` and how it is secured."""
     security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
     return f"{settings.host}:{settings.port}{security}"
+
+
+# The login mechanisms tried, in this order of preference; only the first one offered
+# is used. Over TLS (the only way a password leaves this machine unless
+# allow_insecure_auth says otherwise) PLAIN is as safe as any, and what every server has.
+LOGIN_MECHANISMS = ("plain", "login", "cram-md5")
 
 
 class SmtpTransport:
@@ -97,18 +108,40 @@ class SmtpTransport:
             start_tls=s.security == "starttls",
             validate_certs=True,
             tls_context=self.tls_context,
-            username=s.username or None,
-            password=self.password if s.username else None,
-            local_hostname="localhost" if s.host in ("127.0.0.1", "localhost", "::1") else None,
+            local_hostname="localhost" if is_loopback(s.host) else None,
         )
         try:
             await client.connect()
             if client.last_ehlo_response is None and client.last_helo_response is None:
                 await client.ehlo()
+            if s.username:
+                await self._login(client)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             client.close()
             raise _translate(exc, "CONNECT", self.description) from exc
+        except SmtpAuthError:
+            client.close()
+            raise
         return SmtpConnection(client, self.description)
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
+        """Log in with one mechanism, the first of :data:`LOGIN_MECHANISMS` the server
+        offers. aiosmtplib's own login() tries each offered mechanism in turn, so one
+        wrong password would count against the account once per mechanism."""
+        offered = client.server_auth_methods
+        mechanism = next((m for m in LOGIN_MECHANISMS if m in offered), None)
+        if mechanism is None:
+            raise SmtpAuthError(
+                f"{self.description} offers no login that newsletter speaks"
+                f" (AUTH {' '.join(offered).upper() or 'not offered'}; PLAIN, LOGIN or"
+                " CRAM-MD5 would do); check [smtp] host, port and security"
+            )
+        login = {
+            "plain": client.auth_plain,
+            "login": client.auth_login,
+            "cram-md5": client.auth_crammd5,
+        }[mechanism]
+        await login(self.settings.username, self.password or "")
 
 
 class SmtpConnection:
@@ -126,15 +159,27 @@ class SmtpConnection:
         # about 0.7 ms a message, more than everything else in the hot loop together.
         # ``message`` is already CRLF-only (MessageTemplate guarantees it).
         client = self.client
+        if recipient.isascii() and sender.isascii():
+            mail_from, rcpt_to = b"FROM:<%s>" % sender.encode("ascii"), recipient.encode("ascii")
+        elif client.supports_extension("smtputf8"):
+            mail_from = b"FROM:<%s> SMTPUTF8" % sender.encode("utf-8")
+            rcpt_to = recipient.encode("utf-8")
+        else:
+            which = "its local part" if not recipient.isascii() else f"the sender {sender!r}"
+            raise UnsendableAddress(
+                f"cannot send to {recipient!r}: {which} is not ASCII and {self.description}"
+                " does not offer SMTPUTF8; send through a server that does, then use"
+                " --retry-failed"
+            )
         stage = "RSET"
         try:
             if self._needs_reset:
                 await client.rset()
                 self._needs_reset = False
             stage = "MAIL"
-            _expect(await client.execute_command(b"MAIL", b"FROM:<%s>" % _ascii(sender)), stage)
+            _expect(await client.execute_command(b"MAIL", mail_from), stage)
             stage = "RCPT"
-            _expect(await client.execute_command(b"RCPT", b"TO:<%s>" % _ascii(recipient)), stage)
+            _expect(await client.execute_command(b"RCPT", b"TO:<%s>" % rcpt_to), stage)
             stage = "DATA"
             _expect(await client.execute_command(b"DATA"), stage, 354)
             protocol = client.protocol
@@ -170,13 +215,6 @@ def dot_stuff(message: bytes) -> bytes:
         message = b"." + message
     message = message.replace(b"\r\n.", b"\r\n..")
     return message if message.endswith(b"\r\n") else message + b"\r\n"
-
-
-def _ascii(address: str) -> bytes:
-    try:
-        return address.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise aiosmtplib.SMTPNotSupported(f"{address!r} needs SMTPUTF8") from exc
 
 
 def _expect(response: aiosmtplib.SMTPResponse, stage: str, code: int = 250) -> None:
