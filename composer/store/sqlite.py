@@ -128,8 +128,10 @@ class SqliteSubscriberStore:
         try:
             self._db.execute("PRAGMA busy_timeout = 5000")
             self._db.execute("PRAGMA journal_mode = WAL")
-            # WAL keeps a committed transaction durable across a crash with NORMAL.
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            # In WAL mode NORMAL may lose the last commits on a power cut (they sit in the
+            # WAL until a checkpoint syncs it); FULL syncs the WAL at every commit, so an
+            # unsubscribe that was committed is never lost.
+            self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
