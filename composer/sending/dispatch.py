@@ -32,9 +32,9 @@ from composer.errors import (
     SmtpConnectionLost,
     SmtpReplyError,
 )
-from composer.sending import Outcome, Recipient, State
-from composer.sending.personalise import UnsendableAddress
+from composer.sending.personalise import PersonalCopy, UnsendableAddress
 from composer.sending.transport import Connection, Transport
+from composer.store.deliveries import Outcome, Recipient, State
 
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
 # 5.1.7 and 5.1.8, which are about the sender's address (RFC 3463): Postfix, for one,
@@ -148,7 +148,7 @@ class _Dispatch:
     def __init__(
         self,
         recipients: Iterable[Recipient],
-        render: Callable[[Recipient], bytes],
+        render: Callable[[Recipient], PersonalCopy],
         transport: Transport,
         journal: Journal,
         settings: DispatchSettings,
@@ -322,12 +322,23 @@ class _Dispatch:
                     self.finish(recipient)
                     continue
                 try:
-                    message = self.render(recipient)
+                    copy = self.render(recipient)
                 except UnsendableAddress as exc:
-                    self.settle(Outcome(recipient, "failed", attempt, None, str(exc)))
+                    self.settle(
+                        Outcome(
+                            recipient=recipient, state="failed", attempts=attempt, reply=str(exc)
+                        )
+                    )
                     continue
                 await self.pace.wait()
-                await self.committed(Outcome(recipient, "sending", attempt))
+                await self.committed(
+                    Outcome(
+                        recipient=recipient,
+                        state="sending",
+                        attempts=attempt,
+                        message_id=copy.message_id,
+                    )
+                )
                 self.progress.attempted += 1
                 try:
                     if connection is None:
@@ -335,7 +346,7 @@ class _Dispatch:
                             await asyncio.sleep(self.backoff(reconnect_failures))
                         connection = await self.transport.connect()
                     code, reply = await connection.send(
-                        self.settings.sender, recipient.email, message
+                        self.settings.sender, recipient.email, copy.data
                     )
                 except SmtpAuthError as exc:
                     self.fatal = exc
@@ -354,7 +365,11 @@ class _Dispatch:
                     self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
                     continue
                 reconnect_failures = 0
-                self.settle(Outcome(recipient, "sent", attempt, code, reply))
+                self.settle(
+                    Outcome(
+                        recipient=recipient, state="sent", attempts=attempt, code=code, reply=reply
+                    )
+                )
         finally:
             if connection is not None:
                 await connection.close()
@@ -370,19 +385,36 @@ class _Dispatch:
         # the sender may pass once the cause is fixed: --retry-failed tries it.
         retryable = not bounced and (exc.stage != "RCPT" or bool(_BAD_SENDER.match(exc.reply)))
         self.settle(
-            Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
+            Outcome(
+                recipient=recipient,
+                state="failed",
+                attempts=attempt,
+                code=code,
+                reply=exc.reply,
+                retryable=retryable,
+                bounced=bounced,
+            )
         )
 
     def retry_or_fail(
         self, recipient: Recipient, attempt: int, code: int | None, reply: str
     ) -> None:
-        if attempt >= self.settings.max_attempts or self.report.stopped is not None:
-            state: State = "failed" if attempt >= self.settings.max_attempts else "deferred"
+        out_of_attempts = attempt >= self.settings.max_attempts
+        state: State = "failed" if out_of_attempts else "deferred"
+        outcome = Outcome(
+            recipient=recipient,
+            state=state,
+            attempts=attempt,
+            code=code,
+            reply=reply,
+            retryable=True,
+        )
+        if out_of_attempts or self.report.stopped is not None:
             if state == "deferred":
                 self.report.deferred += 1
-            self.settle(Outcome(recipient, state, attempt, code, reply, retryable=True))
+            self.settle(outcome)
             return
-        self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
+        self.note(outcome)
         self.count_failure(reply)
         self.progress.deferred += 1
         delay = self.backoff(attempt)
@@ -434,7 +466,7 @@ class _Dispatch:
 
 async def dispatch(
     recipients: Iterable[Recipient],
-    render: Callable[[Recipient], bytes],
+    render: Callable[[Recipient], PersonalCopy],
     transport: Transport,
     journal: Journal,
     settings: DispatchSettings,
