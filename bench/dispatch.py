@@ -107,15 +107,18 @@ def measure(config_path: Path) -> dict[str, float]:
 def message_size(config_path: Path) -> int:
     from composer.composing.pipeline import compose_file
     from composer.config import load_config
-    from composer.sending import Recipient
     from composer.sending.personalise import MessageTemplate
+    from composer.store.deliveries import Recipient
     from composer.unsubscribe import UnsubscribeLinks
 
     config = load_config(config_path)
     template = MessageTemplate.build(
         compose_file(EXAMPLE, config, "paid"), config, links=UnsubscribeLinks.from_config(config)
     )
-    return len(template.render(Recipient("reader1@example1.com", "Reader", "reader1@example1.com")))
+    reader = Recipient(
+        email="reader1@example1.com", tier="paid", name="Reader", key="reader1@example1.com"
+    )
+    return len(template.render(reader).data)
 
 
 def smtp_source(port: int, messages: int, size: int) -> dict[str, float]:

@@ -30,13 +30,12 @@ from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import load_config
 from composer.errors import DispatchLocked, SmtpAuthError, SmtpConnectError
-from composer.sending import Recipient
 from composer.sending.dispatch import DispatchSettings
-from composer.sending.journal import SqliteDispatchJournal
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, send_issue
 from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
+from composer.store.deliveries import Recipient
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
 from tests.smtp_server import SmtpServer
@@ -91,8 +90,14 @@ def test_each_copy_decodes_to_the_composed_tier_with_the_readers_own_link(config
         template = MessageTemplate.build(composed, config, links=links)
         ids = set()
         for n in range(3):
-            reader = Recipient(f"r{n}@example.org", f"Zoë {n}", f"r{n}@example.org", tier, n)
-            data = template.render(reader)
+            reader = Recipient(
+                email=f"r{n}@example.org",
+                name=f"Zoë {n}",
+                key=f"r{n}@example.org",
+                tier=tier,
+                subscriber_id=n,
+            )
+            data = template.render(reader).data
             lines = data.split(b"\r\n")
             assert data.isascii() and b"\n" not in b"".join(lines)
             body_lines = data.split(b"\r\n\r\n", 1)[1].split(b"\r\n")
@@ -130,7 +135,8 @@ def test_no_quoted_printable_line_passes_76_characters_wherever_a_link_falls(con
         template = MessageTemplate.build(
             variant, dataclasses.replace(config, newsletter=settings), links=None
         )
-        data = template.render(Recipient("r@example.org", "R", "r@example.org"))
+        reader = Recipient(email="r@example.org", name="R", key="r@example.org", tier="paid")
+        data = template.render(reader).data
         body = data.split(b"\r\n\r\n", 1)[1]
         longest = max(body.split(b"\r\n"), key=len)
         assert len(longest) <= 76, (width, longest)
@@ -157,7 +163,10 @@ def test_crlf_in_a_name_or_subject_never_adds_a_header_on_the_wire(send_config, 
         "to", "message-id", "subject", "from", "reply-to", "date", "mime-version", "content-type",
     }  # fmt: skip
     for n, name in enumerate(names):
-        data = template.render(Recipient(f"r{n}@example.org", name, f"r{n}@example.org"))
+        reader = Recipient(
+            email=f"r{n}@example.org", name=name, key=f"r{n}@example.org", tier="paid"
+        )
+        data = template.render(reader).data
         header_block = data.split(b"\r\n\r\n", 1)[0]
         fields = {
             line.split(b":", 1)[0].decode().lower()
@@ -167,7 +176,7 @@ def test_crlf_in_a_name_or_subject_never_adds_a_header_on_the_wire(send_config, 
         assert fields == expected, name
     # And through a real server: what arrives has no Bcc and one recipient.
     with pytest.raises(Exception, match="not a plain address"):
-        template.render(Recipient("a@example.org\r\nRCPT TO:<b@example.org>"))
+        template.render(Recipient(email="a@example.org\r\nRCPT TO:<b@example.org>", tier="paid"))
     subscribe(send_config, 0)
     with open_store(config.subscribers) as store:
         store.save(NewSubscriber("ann@example.org", "ann@example.org", name=names[0], tier="paid"))
@@ -737,7 +746,7 @@ def test_a_second_process_on_the_same_issue_is_turned_away(send_config, smtp):
     subscribe(send_config, 3)
     config = load_config(send_config)
     slug = compose_file(EXAMPLE_MD, config, "paid").issue.slug
-    with SqliteDispatchJournal(config.subscribers.database, slug) as holder:
+    with open_store(config.subscribers) as store, store.deliveries(slug) as holder:
         holder.acquire("all")
         with pytest.raises(DispatchLocked):
             send(send_config)
@@ -827,7 +836,7 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config,
     stored = len(smtp.folder.messages())
     assert stored < 300
     config = load_config(send_config)
-    with SqliteDispatchJournal(config.subscribers.database, EXAMPLE_MD.stem) as journal:
+    with open_store(config.subscribers) as store, store.deliveries(EXAMPLE_MD.stem) as journal:
         counts = journal.status().counts
     assert counts["sent"] == stored, "every message the server took is recorded as sent"
     assert counts["sending"] == 0
@@ -886,9 +895,10 @@ def test_a_database_held_by_another_writer_is_one_clear_error(tmp_path):
     import sqlite3
 
     from composer.errors import StoreError
+    from composer.store.sqlite import SqliteSubscriberStore
 
     database = tmp_path / "subscribers.db"
-    with SqliteDispatchJournal(database, "issue") as journal:
+    with SqliteSubscriberStore(database) as store, store.deliveries("issue") as journal:
         other = sqlite3.connect(database, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:

@@ -24,6 +24,14 @@ def test_database_is_created_in_wal_mode_at_the_latest_schema_version(tmp_path: 
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_every_commit_reaches_the_disk_so_a_power_cut_loses_no_unsubscribe(
+    tmp_path: Path,
+) -> None:
+    with SqliteSubscriberStore(tmp_path / "subscribers.db") as store:
+        # 2 is FULL: in WAL mode NORMAL leaves the last commits unsynced until a checkpoint.
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
 def test_database_from_a_newer_release_is_refused_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "subscribers.db"
     with sqlite3.connect(path) as db:

@@ -21,8 +21,8 @@ from rich.table import Table
 
 from composer.sending.dispatch import DispatchReport
 from composer.sending.dispatch import Progress as Counts
-from composer.sending.journal import DispatchStatus
 from composer.sending.send import SendPlan, SendResult
+from composer.store.deliveries import DispatchStatus
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -33,9 +33,9 @@ from composer.errors import (
     SmtpReplyError,
     UnsendableAddress,
 )
-from composer.sending import Outcome, Recipient, State
-from composer.sending.personalise import envelope_address
+from composer.sending.personalise import PersonalCopy, envelope_address
 from composer.sending.transport import Connection, Transport
+from composer.store.deliveries import Outcome, Recipient, State
 
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
 # 5.1.7 and 5.1.8, which are about the sender's address (RFC 3463): Postfix, for one,
@@ -149,7 +149,7 @@ class _Dispatch:
     def __init__(
         self,
         recipients: Iterable[Recipient],
-        render: Callable[[Recipient], bytes],
+        render: Callable[[Recipient], PersonalCopy],
         transport: Transport,
         journal: Journal,
         settings: DispatchSettings,
@@ -324,20 +324,31 @@ class _Dispatch:
                     self.finish(recipient)
                     continue
                 try:
-                    message = self.render(recipient)
+                    copy = self.render(recipient)
                     address = envelope_address(recipient.email)
                 except UnsendableAddress as exc:
-                    self.settle(Outcome(recipient, "failed", attempt, None, str(exc)))
+                    self.settle(
+                        Outcome(
+                            recipient=recipient, state="failed", attempts=attempt, reply=str(exc)
+                        )
+                    )
                     continue
                 await self.pace.wait()
-                await self.committed(Outcome(recipient, "sending", attempt))
+                await self.committed(
+                    Outcome(
+                        recipient=recipient,
+                        state="sending",
+                        attempts=attempt,
+                        message_id=copy.message_id,
+                    )
+                )
                 self.progress.attempted += 1
                 try:
                     if connection is None:
                         if connection_failures > 1:
                             await asyncio.sleep(self.backoff(connection_failures - 1))
                         connection = await self.transport.connect()
-                    code, reply = await connection.send(self.settings.sender, address, message)
+                    code, reply = await connection.send(self.settings.sender, address, copy.data)
                 except SmtpAuthError as exc:
                     self.fatal = exc
                     self.halt("paused", str(exc))
@@ -350,7 +361,13 @@ class _Dispatch:
                 except UnsendableAddress as exc:
                     # This server cannot take the address (no SMTPUTF8); another may.
                     self.settle(
-                        Outcome(recipient, "failed", attempt, None, str(exc), retryable=True)
+                        Outcome(
+                            recipient=recipient,
+                            state="failed",
+                            attempts=attempt,
+                            reply=str(exc),
+                            retryable=True,
+                        )
                     )
                     continue
                 except (SmtpConnectionLost, SmtpConnectError) as exc:
@@ -361,7 +378,11 @@ class _Dispatch:
                     self.lost(recipient, attempt, exc, connection_failures)
                     continue
                 connection_failures = 0
-                self.settle(Outcome(recipient, "sent", attempt, code, reply))
+                self.settle(
+                    Outcome(
+                        recipient=recipient, state="sent", attempts=attempt, code=code, reply=reply
+                    )
+                )
         finally:
             if connection is not None:
                 await connection.close()
@@ -377,7 +398,15 @@ class _Dispatch:
         # the sender may pass once the cause is fixed: --retry-failed tries it.
         retryable = not bounced and (exc.stage != "RCPT" or bool(_BAD_SENDER.match(exc.reply)))
         self.settle(
-            Outcome(recipient, "failed", attempt, code, exc.reply, retryable, bounced=bounced)
+            Outcome(
+                recipient=recipient,
+                state="failed",
+                attempts=attempt,
+                code=code,
+                reply=exc.reply,
+                retryable=retryable,
+                bounced=bounced,
+            )
         )
 
     def lost(
@@ -410,15 +439,24 @@ class _Dispatch:
     ) -> None:
         """Retry ``recipient`` after ``delay`` seconds (default: the back-off), or record
         them failed when attempts have run out (deferred when the run is stopping)."""
-        if attempt >= self.settings.max_attempts or self.report.stopped is not None:
-            state: State = "failed" if attempt >= self.settings.max_attempts else "deferred"
+        out_of_attempts = attempt >= self.settings.max_attempts
+        state: State = "failed" if out_of_attempts else "deferred"
+        outcome = Outcome(
+            recipient=recipient,
+            state=state,
+            attempts=attempt,
+            code=code,
+            reply=reply,
+            retryable=True,
+        )
+        if out_of_attempts or self.report.stopped is not None:
             if state == "deferred":
                 self.report.deferred += 1
-            self.settle(Outcome(recipient, state, attempt, code, reply, retryable=True))
+            self.settle(outcome)
             return
         # A temporary refusal that will be retried is no failure (greylisting refuses
         # every first contact): only final failures count towards a pause.
-        self.note(Outcome(recipient, "deferred", attempt, code, reply, retryable=True))
+        self.note(outcome)
         self.progress.deferred += 1
         self.retries[recipient] = asyncio.get_running_loop().call_later(
             self.backoff(attempt) if delay is None else delay, self._retry, recipient, attempt + 1
@@ -468,7 +506,7 @@ class _Dispatch:
 
 async def dispatch(
     recipients: Iterable[Recipient],
-    render: Callable[[Recipient], bytes],
+    render: Callable[[Recipient], PersonalCopy],
     transport: Transport,
     journal: Journal,
     settings: DispatchSettings,

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -46,7 +47,7 @@ from composer.composing.pipeline import ComposedIssue
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import Config
 from composer.errors import UnsendableAddress
-from composer.sending import Recipient
+from composer.store.deliveries import Recipient
 from composer.unsubscribe import UnsubscribeLinks
 
 CRLF = b"\r\n"
@@ -64,6 +65,14 @@ _ATEXT_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _SHARED_FIELDS = {"subject", "from", "reply-to", "date", "mime-version", "content-type"}
 _PERSONAL_FIELDS = {"to", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
+
+
+class PersonalCopy(NamedTuple):
+    """One reader's message, ready for DATA, and the Message-ID it carries (which the
+    delivery record keeps, to join a bounce or a complaint to the reader)."""
+
+    message_id: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -135,17 +144,18 @@ class MessageTemplate:
             unique_ids=unique_ids,
         )
 
-    def render(self, recipient: Recipient) -> bytes:
-        """``recipient``'s copy, ready for DATA; :class:`UnsendableAddress` if their
-        address cannot be written safely."""
+    def render(self, recipient: Recipient) -> PersonalCopy:
+        """``recipient``'s copy; :class:`UnsendableAddress` if their address cannot be
+        written safely."""
         if self.links is not None:
             url = self.links.url(recipient.key or recipient.email, self.issue)
             unsubscribe = self.links.headers(recipient.key or recipient.email, self.issue)
         else:
             url, unsubscribe = self.fallback_url, {}
+        message_id = self.message_id(recipient)
         personal = [
             b"To: " + to_header(recipient),
-            b"Message-ID: " + self.message_id(recipient).encode("ascii"),
+            b"Message-ID: " + message_id.encode("ascii"),
         ]
         for name, value in unsubscribe.items():
             personal.append(name.encode("ascii") + b": " + header_value(value))
@@ -158,7 +168,7 @@ class MessageTemplate:
         for kind, body in zip(self.hole_kinds, self.bodies[1:], strict=True):
             out.append(html_link if kind == "html" else text_link)
             out.append(body)
-        return b"".join(out)
+        return PersonalCopy(message_id=message_id, data=b"".join(out))
 
     def message_id(self, recipient: Recipient) -> str:
         """A Message-ID unique to this issue and reader (random with ``unique_ids``)."""

@@ -1,15 +1,15 @@
 """``send``, ``send-test`` and ``status``: the dispatch, read top to bottom.
 
 compose each tier once → serialise each once (MessageTemplate)
-  → take the issue's lock in the journal → stream active subscribers, skipping
-    those already recorded → dispatch → release the lock with the result
+  → take the issue's lock in its delivery record → stream the subscribers still to
+    send to → dispatch → release the lock with the result
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,21 +18,19 @@ from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
 from composer.errors import ConfigError
 from composer.model import Tier
-from composer.sending import Recipient
 from composer.sending.dispatch import (
     DispatchReport,
     DispatchSettings,
+    Journal,
     MemoryJournal,
     Progress,
     dispatch,
 )
-from composer.sending.journal import DispatchStatus, SqliteDispatchJournal
-from composer.sending.personalise import MessageTemplate
+from composer.sending.personalise import MessageTemplate, PersonalCopy
 from composer.sending.transport import SmtpTransport, Transport, describe_server
-from composer.store import Segment, SubscriberStore, open_store, segment_tiers
+from composer.store import Segment, open_store, segment_tiers
+from composer.store.deliveries import DispatchJournal, DispatchStatus, Recipient
 from composer.unsubscribe import UnsubscribeLinks
-
-PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -76,12 +74,10 @@ def plan_send(
     composed = compose_file(issue_path, config, "paid")
     with (
         open_store(config.subscribers) as store,
-        SqliteDispatchJournal(config.subscribers.database, composed.issue.slug) as journal,
+        store.deliveries(composed.issue.slug) as journal,
     ):
         active = store.count_active(segment)
-        done = sum(
-            1 for _ in _recipients(store, journal, segment, retry_failed=retry_failed, skipped=True)
-        )
+        done = active - _count_to_send(journal, segment, retry_failed)
     return SendPlan(composed, segment, active, done, describe_server(config.smtp))
 
 
@@ -109,20 +105,17 @@ def send_issue(
     first = variants[segment_tiers(segment)[-1]]
     slug = first.issue.slug
 
-    def render(recipient: Recipient) -> bytes:
+    def render(recipient: Recipient) -> PersonalCopy:
         return templates[recipient.tier].render(recipient)
 
-    with (
-        open_store(config.subscribers) as store,
-        SqliteDispatchJournal(config.subscribers.database, slug) as journal,
-    ):
+    with open_store(config.subscribers) as store, store.deliveries(slug) as journal:
         journal.acquire(segment)
         active = store.count_active(segment)
-        done = sum(1 for _ in _recipients(store, journal, segment, retry_failed, skipped=True))
+        done = active - _count_to_send(journal, segment, retry_failed)
         plan = SendPlan(first, segment, active, done, transport.description)
         if on_start is not None:
             on_start(plan)
-        recipients = _recipients(store, journal, segment, retry_failed)
+        recipients = journal.recipients(segment, retry_failed=retry_failed)
         report = _run(recipients, render, transport, journal, settings, on_progress)
         journal.release(_describe(report))
     return SendResult(plan, report)
@@ -172,52 +165,19 @@ def send_test(
 def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
     """Where the dispatch of the issue at ``issue_path`` stands."""
     slug = load_issue(issue_path).slug
-    with SqliteDispatchJournal(config.subscribers.database, slug) as journal:
+    with open_store(config.subscribers) as store, store.deliveries(slug) as journal:
         return journal.status()
 
 
-def _recipients(
-    store: SubscriberStore,
-    journal: SqliteDispatchJournal,
-    segment: Segment,
-    retry_failed: bool,
-    *,
-    skipped: bool = False,
-) -> Iterator[Recipient]:
-    """The active subscribers still to send to (or, with ``skipped``, those to skip),
-    a page at a time: sent ones never, failed ones only with ``retry_failed`` when
-    their failure was retryable."""
-    page: list[Recipient] = []
-
-    def flush() -> Iterator[Recipient]:
-        states = journal.states([r.journal_id for r in page])
-        for recipient in page:
-            state, retryable = states.get(recipient.journal_id, ("pending", False))
-            finished = state == "sent" or (state == "failed" and not (retry_failed and retryable))
-            if finished == skipped:
-                yield recipient
-        page.clear()
-
-    for subscriber in store.iter_active(segment, batch_size=PAGE):
-        page.append(
-            Recipient(
-                email=subscriber.email,
-                name=subscriber.name,
-                key=subscriber.key,
-                tier=subscriber.tier,
-                subscriber_id=subscriber.id,
-            )
-        )
-        if len(page) >= PAGE:
-            yield from flush()
-    yield from flush()
+def _count_to_send(journal: DispatchJournal, segment: Segment, retry_failed: bool) -> int:
+    return sum(1 for _ in journal.recipients(segment, retry_failed=retry_failed))
 
 
 def _run(
-    recipients: Sequence[Recipient] | Iterator[Recipient],
-    render: Callable[[Recipient], bytes],
+    recipients: Iterable[Recipient],
+    render: Callable[[Recipient], PersonalCopy],
     transport: Transport,
-    journal: MemoryJournal | SqliteDispatchJournal,
+    journal: Journal,
     settings: DispatchSettings,
     on_progress: Callable[[Progress], None] | None,
 ) -> DispatchReport:

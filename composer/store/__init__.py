@@ -2,7 +2,10 @@
 
 The SQLite store in :mod:`composer.store.sqlite` is the one shipped; a server
 database (PostgreSQL) can stand behind the same :class:`SubscriberStore` later,
-chosen in :func:`open_store`. Nothing outside this package writes SQL.
+chosen in :func:`open_store`. The record of every issue sent to the list (its
+:class:`~composer.store.deliveries.DispatchJournal`) comes from the same store.
+Nothing outside this package writes SQL, and nothing in it imports the sending or
+web side.
 
 An address is one reader whatever its letter case: :func:`address_key` is the one
 rule that says which row an address belongs to, used by every way in (import,
@@ -30,6 +33,7 @@ from composer.model import Tier
 
 if TYPE_CHECKING:
     from composer.config import SubscriberSettings
+    from composer.store.deliveries import DispatchJournal, TracedDelivery
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
@@ -118,6 +122,14 @@ class SubscriberStore(Protocol):
 
     def count_by_status(self) -> dict[Status, int]:
         """How many subscribers have each status (every status present, zero or more)."""
+
+    def deliveries(self, issue: str) -> DispatchJournal:
+        """The delivery record and dispatch lock of ``issue`` (its slug); close it after use."""
+
+    def find_delivery(self, message_id: str) -> TracedDelivery | None:
+        """The delivery whose copy had ``message_id`` (as in the header, angle brackets
+        included), with its subscriber; None when no delivery has it. A bounce, a
+        complaint or a click names the message it is about this way."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -1,16 +1,11 @@
-"""The dispatch journal: where each subscriber's copy of an issue stands, durably.
+"""The delivery record of each issue in the subscriber database (tables ``deliveries``,
+``dispatches`` and ``dispatch_locks``), by the rules of :mod:`composer.store.deliveries`.
 
-One row per issue and subscriber in ``deliveries``, in the subscriber database
-(schema step 2 in :mod:`composer.store.sqlite`, which owns every migration); no row
-means not yet attempted. A dispatch records
-``sending`` before the SMTP transaction and ``sent`` only after the server's 250
-to the final dot, in transactions that group the changes of every connection, on
-a connection with ``synchronous = FULL`` so a committed change survives a power
-cut. A resumed dispatch re-sends everything that is not ``sent`` (or ``failed``).
-
-``dispatch_locks`` lets exactly one process send an issue at a time. A lock whose
-holder stopped refreshing it (killed, machine off) for :data:`LOCK_STALE_SECONDS`,
-or whose process on this machine no longer exists, is taken over.
+Writes go through a connection of their own that the dispatcher's journal thread
+uses (one thread at a time), so the event loop keeps talking SMTP while a commit
+waits for the disk; each commit groups the outcomes of every connection and, with
+``synchronous = FULL``, survives a power cut. Reads (who is still to send, the
+status) use another connection on the caller's thread, a page at a time.
 """
 
 from __future__ import annotations
@@ -21,88 +16,74 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 from composer.errors import DispatchLocked, StoreError
-from composer.sending import STATES, Outcome, State
+from composer.model import Tier
 from composer.store import Segment, segment_tiers
-from composer.store.sqlite import SqliteSubscriberStore, mark_bounced
+from composer.store.deliveries import (
+    HEARTBEAT_SECONDS,
+    STATES,
+    Delivery,
+    DispatchStatus,
+    LockHolder,
+    Outcome,
+    Recipient,
+    State,
+    TracedDelivery,
+    bounce_reason,
+    lock_is_stale,
+    still_to_send,
+)
+from composer.store.sqlite.database import connect, now_text
+from composer.store.sqlite.subscribers import (
+    SUBSCRIBER_COLUMNS,
+    mark_bounced,
+    subscriber_from_row,
+)
 
-# Longer than the longest back-off (60 s): a live dispatch records something at least
-# that often, even when it is only waiting to retry.
-LOCK_STALE_SECONDS = 300.0
-HEARTBEAT_SECONDS = 2.0
+# A database held by another writer is waited for this long before giving up.
+BUSY_TIMEOUT_MS = 10_000
 
 _UPSERT = """
 INSERT INTO deliveries (issue, subscriber_id, email, state, attempts, code, reply, retryable,
-                        updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        message_id, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     state = excluded.state,
     attempts = deliveries.attempts + excluded.attempts,
     code = CASE WHEN excluded.state = 'sending' THEN deliveries.code ELSE excluded.code END,
     reply = CASE WHEN excluded.state = 'sending' THEN deliveries.reply ELSE excluded.reply END,
     retryable = excluded.retryable,
+    message_id = coalesce(excluded.message_id, deliveries.message_id),
     updated_at = excluded.updated_at
 """
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One journal row: a subscriber's copy of an issue, as last recorded."""
-
-    subscriber_id: int
-    email: str
-    state: State
-    attempts: int
-    code: int | None
-    reply: str
-    retryable: bool
-    updated_at: str
-
-
-@dataclass(frozen=True)
-class DispatchStatus:
-    """Where a dispatch stands: counts per state, how many active subscribers of its
-    segment have no row yet, and every failure with the server's reply."""
-
-    issue: str
-    segment: Segment | None
-    counts: dict[State, int]
-    not_attempted: int
-    failures: list[Delivery]
-    last_result: str
-    running: bool
+_DELIVERY_COLUMNS = (
+    "d.issue, d.subscriber_id, d.email, d.state, d.attempts, d.code, d.reply, d.retryable,"
+    " d.message_id, d.updated_at"
+)
+_SUBSCRIBER_COLUMNS = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS.split(", "))
 
 
 class SqliteDispatchJournal:
-    """The journal of one issue in the subscriber database; see the module docstring."""
+    """:class:`composer.store.deliveries.DispatchJournal` of one issue; opened by
+    :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date."""
 
     def __init__(self, path: Path, issue: str) -> None:
-        # Opening the store runs the schema migrations the journal's tables come from.
-        SqliteSubscriberStore(path).close()
         self.path = path
         self.issue = issue
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
+        self._db = connect(path, busy_timeout_ms=BUSY_TIMEOUT_MS, any_thread=True)
         try:
-            # Writes may come from the dispatcher's journal thread (one at a time), so the
-            # loop keeps talking SMTP while a commit waits for the disk; reads
-            # (``states``, ``status``) use their own connection on the caller's thread.
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # FULL: each commit reaches the disk, so a power cut loses no recorded 250.
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._reads = sqlite3.connect(path, isolation_level=None)
-            self._reads.execute("PRAGMA busy_timeout = 10000")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the dispatch journal ({exc})") from exc
+            self._reads = connect(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
+        except BaseException:
+            self._db.close()
+            raise
 
     def __enter__(self) -> SqliteDispatchJournal:
         return self
@@ -116,7 +97,7 @@ class SqliteDispatchJournal:
         self.close()
 
     def close(self) -> None:
-        """Release the lock if held, then the connection."""
+        """Release the lock if held, then the connections."""
         if self._locked:
             self.release()
         self._db.close()
@@ -134,21 +115,19 @@ class SqliteDispatchJournal:
                 " another newsletter command is writing to it: try again in a moment"
             ) from exc
         try:
-            row = self._db.execute(
-                "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?",
-                (self.issue,),
-            ).fetchone()
-            if row is not None and not _stale(row[0], row[1], row[2], now, host):
+            holder = self._holder(self._db)
+            if holder is not None and not lock_is_stale(holder, now, host):
                 raise DispatchLocked(
-                    f"{self.issue} is already being sent by process {row[1]} on {row[0]};"
-                    " wait for it to finish (or stop it), then run the same command again"
+                    f"{self.issue} is already being sent by process {holder.pid} on"
+                    f" {holder.host}; wait for it to finish (or stop it), then run the same"
+                    " command again"
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (self.issue, self.owner, host, os.getpid(), now),
             )
-            stamp = _now()
+            stamp = now_text()
             self._db.execute(
                 "INSERT INTO dispatches (issue, segment, started_at, last_run_at) VALUES"
                 " (?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
@@ -174,23 +153,35 @@ class SqliteDispatchJournal:
                 )
         self._locked = False
 
-    def states(self, subscriber_ids: Sequence[int]) -> dict[int, tuple[State, bool]]:
-        """The recorded state and retryable flag of those of ``subscriber_ids`` with a row."""
-        if not subscriber_ids:
-            return {}
-        marks = ",".join("?" * len(subscriber_ids))
-        rows = self._reads.execute(
-            f"SELECT subscriber_id, state, retryable FROM deliveries WHERE issue = ?"
-            f" AND subscriber_id IN ({marks})",
-            (self.issue, *subscriber_ids),
+    def recipients(
+        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+    ) -> Iterator[Recipient]:
+        """The active subscribers of ``segment`` still to send to, a page at a time."""
+        tiers = segment_tiers(segment)
+        query = (
+            "SELECT s.id, s.email, s.key, s.name, s.tier, d.state, d.retryable"
+            " FROM subscribers AS s LEFT JOIN deliveries AS d"
+            " ON d.issue = ? AND d.subscriber_id = s.id"
+            f" WHERE s.status = 'active' AND s.tier IN ({','.join('?' * len(tiers))})"
+            " AND s.id > ? ORDER BY s.id LIMIT ?"
         )
-        return {sid: (cast(State, state), bool(retryable)) for sid, state, retryable in rows}
+        last = 0
+        while True:
+            # Each page is its own short read, so a long dispatch never pins a snapshot
+            # and writers (the unsubscribe server, this journal) are never blocked by it.
+            rows = self._reads.execute(query, (self.issue, *tiers, last, page_size)).fetchall()
+            for sid, email, key, name, tier, state, retryable in rows:
+                if still_to_send(state, bool(retryable), retry_failed=retry_failed):
+                    yield Recipient(
+                        email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
+                    )
+            if len(rows) < page_size:
+                return
+            last = rows[-1][0]
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
-        """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
-        its subscriber bounced, so later issues skip them. Safe to call from one other
-        thread at a time."""
-        stamp = _now()
+        """Write ``outcomes`` in one transaction, marking bounced subscribers bounced."""
+        stamp = now_text()
         rows: list[tuple[object, ...]] = []
         bounces: list[tuple[str, str]] = []
         for outcome in outcomes:
@@ -205,15 +196,14 @@ class SqliteDispatchJournal:
                     outcome.code,
                     outcome.reply,
                     int(outcome.retryable),
+                    outcome.message_id,
                     stamp,
                 )
             )
             if outcome.bounced:
-                reason = f"bounced by {self.issue}: {outcome.code} {outcome.reply}"[:500]
-                bounces.append((recipient.key, reason))
-        now = time.time()
+                bounces.append((recipient.key, bounce_reason(self.issue, outcome)))
         try:
-            self._write(rows, bounces, now)
+            self._write(rows, bounces, time.time())
         except sqlite3.Error as exc:
             raise StoreError(
                 f"{self.path}: cannot record the dispatch ({exc}); nothing more is sent."
@@ -255,28 +245,16 @@ class SqliteDispatchJournal:
                 (*tiers, self.issue),
             ).fetchone()[0]
         failures = [
-            Delivery(
-                subscriber_id=sid,
-                email=email,
-                state=cast(State, state),
-                attempts=attempts,
-                code=code,
-                reply=reply,
-                retryable=bool(retryable),
-                updated_at=updated,
-            )
-            for sid, email, state, attempts, code, reply, retryable, updated in self._reads.execute(
-                "SELECT subscriber_id, email, state, attempts, code, reply, retryable, updated_at"
-                " FROM deliveries WHERE issue = ? AND state IN ('failed', 'deferred')"
-                " ORDER BY state, subscriber_id",
+            _delivery(row)
+            for row in self._reads.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ?"
+                " AND d.state IN ('failed', 'deferred') ORDER BY d.state, d.subscriber_id",
                 (self.issue,),
             )
         ]
-        lock = self._reads.execute(
-            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
-        ).fetchone()
-        running = lock is not None and not _stale(
-            lock[0], lock[1], lock[2], time.time(), socket.gethostname()
+        holder = self._holder(self._reads)
+        running = holder is not None and not lock_is_stale(
+            holder, time.time(), socket.gethostname()
         )
         return DispatchStatus(
             issue=self.issue,
@@ -288,18 +266,44 @@ class SqliteDispatchJournal:
             running=running,
         )
 
+    def _holder(self, db: sqlite3.Connection) -> LockHolder | None:
+        row = db.execute(
+            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
+        ).fetchone()
+        return LockHolder(host=row[0], pid=row[1], heartbeat_at=row[2]) if row else None
 
-def _stale(host: str, pid: int, heartbeat_at: float, now: float, this_host: str) -> bool:
-    if now - heartbeat_at > LOCK_STALE_SECONDS:
-        return True
-    if host == this_host and pid != os.getpid():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-    return False
+
+def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | None:
+    """The delivery whose copy had ``message_id``, with its subscriber (the latest, should
+    two issues' copies ever share one)."""
+    row = db.execute(
+        f"SELECT {_DELIVERY_COLUMNS}, {_SUBSCRIBER_COLUMNS} FROM deliveries AS d"
+        " JOIN subscribers AS s ON s.id = d.subscriber_id WHERE d.message_id = ?"
+        " ORDER BY d.updated_at DESC LIMIT 1",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    width = len(_DELIVERY_COLUMNS.split(","))
+    return TracedDelivery(
+        delivery=_delivery(row[:width]), subscriber=subscriber_from_row(row[width:])
+    )
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    issue, sid, email, state, attempts, code, reply, retryable, message_id, updated = row
+    return Delivery(
+        issue=issue,
+        subscriber_id=sid,
+        email=email,
+        state=cast(State, state),
+        attempts=attempts,
+        code=code,
+        reply=reply,
+        retryable=bool(retryable),
+        message_id=message_id,
+        updated_at=dt.datetime.fromisoformat(updated),
+    )
 
 
 class _transaction:
@@ -318,7 +322,3 @@ class _transaction:
         tb: TracebackType | None,
     ) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()

@@ -1,22 +1,18 @@
-"""The subscriber list in one SQLite file: WAL mode, batched writes, versioned schema.
+"""The subscriber list in one SQLite file: batched writes, keyset-paginated reads.
 
-The schema is the list :data:`MIGRATIONS`; ``PRAGMA user_version`` records how
-many of them a file has had. A later release (the dispatch journal, for one)
-adds its tables by appending a script, never by editing one already shipped. A
-step that needs Python is a function of the connection instead of a script; what
-it returns is a note for the editor, logged as a warning (the CLI prints it).
+The file's connection settings and schema are :mod:`composer.store.sqlite.database`'s;
+the delivery record of each issue is :mod:`composer.store.sqlite.deliveries`'.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from composer.errors import StoreError
 from composer.model import Tier
@@ -32,83 +28,13 @@ from composer.store import (
     classify,
     segment_tiers,
 )
-from composer.store.case_duplicates import merge_case_duplicates
+from composer.store.sqlite.database import connect, migrate, moment_text, now_text, unusable
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from composer.store.deliveries import TracedDelivery
+    from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
-MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
-    # 1: the list, and a history row for every status a subscriber ever had.
-    """
-    CREATE TABLE subscribers (
-        id INTEGER PRIMARY KEY,
-        email TEXT NOT NULL,
-        key TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL DEFAULT '',
-        tier TEXT NOT NULL CHECK (tier IN ('free', 'paid')),
-        tags TEXT NOT NULL DEFAULT '',
-        status TEXT NOT NULL
-            CHECK (status IN ('active', 'unsubscribed', 'bounced', 'complained')),
-        status_changed_at TEXT NOT NULL,
-        status_reason TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX subscribers_by_status ON subscribers (status, id);
-    CREATE TABLE status_changes (
-        id INTEGER PRIMARY KEY,
-        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
-        status TEXT NOT NULL,
-        changed_at TEXT NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX status_changes_by_subscriber ON status_changes (subscriber_id);
-    CREATE TRIGGER subscribers_history_insert AFTER INSERT ON subscribers
-    BEGIN
-        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
-        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
-    END;
-    CREATE TRIGGER subscribers_history_update AFTER UPDATE OF status ON subscribers
-    WHEN OLD.status IS NOT NEW.status
-    BEGIN
-        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
-        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
-    END;
-    """,
-    # 2: the dispatch journal (composer.store.journal): per issue and subscriber, where
-    # their copy stands; and the lock that lets one process at a time send an issue.
-    """
-    CREATE TABLE deliveries (
-        issue TEXT NOT NULL,
-        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
-        email TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        code INTEGER,
-        reply TEXT NOT NULL DEFAULT '',
-        retryable INTEGER NOT NULL DEFAULT 0,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (issue, subscriber_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX deliveries_by_state ON deliveries (issue, state);
-    CREATE TABLE dispatches (
-        issue TEXT PRIMARY KEY,
-        segment TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        last_run_at TEXT NOT NULL,
-        last_result TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE dispatch_locks (
-        issue TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        heartbeat_at REAL NOT NULL
-    );
-    """,
-    # 3: one row per address whatever its letter case (keys lower-cased, rows merged).
-    merge_case_duplicates,
-)
-
-_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
+SUBSCRIBER_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
 _INSERT = (
     "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
     " status_reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -126,51 +52,15 @@ class SqliteSubscriberStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._db = connect(path)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"{path}: cannot open the subscriber database ({exc}); check [subscribers]"
-                " database in config.toml"
-            ) from exc
-        try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # WAL keeps a committed transaction durable across a crash with NORMAL.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            migrate(self._db, path)
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(
-                f"{path}: not a usable subscriber database ({exc}); point [subscribers]"
-                " database in config.toml at another file"
-            ) from exc
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path}: written by a newer release of newsletter (schema {version},"
-                f" this one knows {len(MIGRATIONS)}); upgrade newsletter"
-            )
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            # One transaction per step, so a failed migration leaves the previous version.
-            if isinstance(step, str):
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE; {step}; PRAGMA user_version = {number}; COMMIT;"
-                )
-                continue
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                note = step(self._db)
-                self._db.execute(f"PRAGMA user_version = {number}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            if note:
-                log.warning("%s: %s", self.path, note)
+            raise unusable(path, exc) from exc
+        except StoreError:
+            self._db.close()
+            raise
 
     def __enter__(self) -> SqliteSubscriberStore:
         return self
@@ -190,9 +80,9 @@ class SqliteSubscriberStore:
     def get(self, key: str) -> Subscriber | None:
         """The subscriber with normalised address ``key``, or None."""
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM subscribers WHERE key = ?", (key,)
+            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key = ?", (key,)
         ).fetchone()
-        return _subscriber(row) if row else None
+        return subscriber_from_row(row) if row else None
 
     def save(
         self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
@@ -242,9 +132,9 @@ class SqliteSubscriberStore:
                     "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
                 )
                 existing = {
-                    row[2]: _subscriber(row)
+                    row[2]: subscriber_from_row(row)
                     for row in self._db.execute(
-                        f"SELECT {_COLUMNS} FROM subscribers WHERE key IN ({marks})", keys
+                        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key IN ({marks})", keys
                     )
                 }
                 plan = []
@@ -280,11 +170,11 @@ class SqliteSubscriberStore:
     def _apply(
         self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
     ) -> None:
-        now = _now()
+        now = now_text()
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         for old, new, change in plan:
-            changed_at = _text(new.status_changed_at) if new.status_changed_at else now
+            changed_at = moment_text(new.status_changed_at) if new.status_changed_at else now
             why = new.status_reason or reason
             if old is None:
                 inserts.append(
@@ -308,7 +198,7 @@ class SqliteSubscriberStore:
                         old.tier if new.tier is None else new.tier,
                         ";".join(old.tags if new.tags is None else new.tags),
                         new.status,
-                        changed_at if status_moves else _text(old.status_changed_at),
+                        changed_at if status_moves else moment_text(old.status_changed_at),
                         why if status_moves else old.status_reason,
                         new.key,
                     )
@@ -323,7 +213,7 @@ class SqliteSubscriberStore:
         self._db.execute(
             "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
             " WHERE key = ? AND status != ?",
-            (status, _now(), reason, key, status),
+            (status, now_text(), reason, key, status),
         )
         return self.get(key)
 
@@ -340,14 +230,17 @@ class SqliteSubscriberStore:
         return self._pages(where, tiers, batch_size)
 
     def _pages(self, where: str, params: tuple[Any, ...], batch_size: int) -> Iterator[Subscriber]:
-        query = f"SELECT {_COLUMNS} FROM subscribers WHERE {where} AND id > ? ORDER BY id LIMIT ?"
+        query = (
+            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} AND id > ?"
+            " ORDER BY id LIMIT ?"
+        )
         last = 0
         while True:
             # Each page is its own short read, so a long dispatch never pins a snapshot
             # and writers (the unsubscribe server) are never blocked by it.
             rows = self._db.execute(query, (*params, last, batch_size)).fetchall()
             for row in rows:
-                yield _subscriber(row)
+                yield subscriber_from_row(row)
             if len(rows) < batch_size:
                 return
             last = rows[-1][0]
@@ -368,12 +261,25 @@ class SqliteSubscriberStore:
             counts[cast(Status, status)] = count
         return counts
 
+    def deliveries(self, issue: str) -> SqliteDispatchJournal:
+        """The delivery record and dispatch lock of ``issue``, on connections of its own."""
+        # Imported here: the delivery record builds on this module (rows, bounces).
+        from composer.store.sqlite.deliveries import SqliteDispatchJournal
+
+        return SqliteDispatchJournal(self.path, issue)
+
+    def find_delivery(self, message_id: str) -> TracedDelivery | None:
+        """The delivery whose copy had ``message_id``, with its subscriber, or None."""
+        from composer.store.sqlite.deliveries import find_delivery
+
+        return find_delivery(self._db, message_id)
+
 
 def mark_bounced(db: sqlite3.Connection, bounces: Iterable[tuple[str, str]]) -> None:
     """Mark each ``(key, reason)`` subscriber bounced on ``db``, inside the caller's
-    transaction: the dispatch journal records a 5.1.x reply and the bounce atomically.
-    Only an active subscriber moves, as :meth:`SqliteSubscriberStore.mark_status` does."""
-    now = _now()
+    transaction: the delivery record holds a 5.1.x reply and the bounce atomically.
+    Only an active subscriber moves: an unsubscribe stays an unsubscribe."""
+    now = now_text()
     db.executemany(
         "UPDATE subscribers SET status = 'bounced', status_changed_at = ?, status_reason = ?"
         " WHERE key = ? AND status = 'active'",
@@ -386,17 +292,8 @@ def _out_of_disk(exc: sqlite3.Error) -> bool:
     return exc.sqlite_errorname == "SQLITE_FULL" or exc.sqlite_errorname.startswith("SQLITE_IOERR")
 
 
-def _now() -> str:
-    return _text(dt.datetime.now(dt.UTC))
-
-
-def _text(moment: dt.datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat()
-
-
-def _subscriber(row: tuple[Any, ...]) -> Subscriber:
+def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:
+    """The subscriber in a row of :data:`SUBSCRIBER_COLUMNS`."""
     id_, email, key, name, tier, tags, status, changed_at, reason = row
     return Subscriber(
         id=id_,

@@ -1,0 +1,202 @@
+"""The delivery record: where each reader's copy of an issue stands, and its vocabulary.
+
+Every store keeps, per issue and subscriber, one delivery whose :data:`State` says
+where their copy is; no delivery means not yet attempted. A dispatch records
+``sending`` (with the copy's Message-ID) before the SMTP transaction and ``sent``
+only after the server's 250 to the final dot, durably, so that a rerun re-sends
+exactly those :func:`still_to_send` says. The journal of one issue
+(:class:`DispatchJournal`) also holds the lock that lets one process at a time send
+that issue; a lock whose holder stopped refreshing it for :data:`LOCK_STALE_SECONDS`,
+or whose process on this machine is gone, is taken over (:func:`lock_is_stale`).
+
+The rules here are the same for every store; a backend only reads and writes rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Protocol, assert_never, get_args
+
+from composer.model import Tier
+from composer.store import Segment, Subscriber
+
+# The closed vocabulary of where one reader's copy stands. ``bounced`` and ``complained``
+# come back after a ``sent`` (a bounce report, a complaint); ``unknown`` is a copy whose
+# outcome is lost (a timeout after the final dot): it may have been delivered.
+State = Literal[
+    "pending", "sending", "sent", "deferred", "failed", "bounced", "complained", "unknown"
+]
+STATES: tuple[State, ...] = get_args(State)
+
+# Longer than the longest back-off (60 s): a live dispatch records something at least
+# that often, even when it is only waiting to retry.
+LOCK_STALE_SECONDS = 300.0
+HEARTBEAT_SECONDS = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipient:
+    """Who one message goes to. ``key`` is the subscriber's normalised address (what the
+    unsubscribe link carries); ``subscriber_id`` is None for a test address."""
+
+    email: str
+    tier: Tier
+    name: str = ""
+    key: str = ""
+    subscriber_id: int | None = None
+
+    @property
+    def journal_id(self) -> int:
+        """The id the delivery record keeps this recipient under."""
+        if self.subscriber_id is None:
+            raise ValueError(f"{self.email} is not a subscriber")
+        return self.subscriber_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one attempt (or the last attempt) at one recipient came to.
+
+    ``retryable`` says whether ``send --retry-failed`` may try a failed recipient again:
+    true for a temporary cause that ran out of attempts or a server error about the
+    message, false for a refused or bounced address. ``bounced`` marks a 5.1.x reply.
+    ``message_id`` is the copy's Message-ID, given with ``sending`` (None: keep the one
+    recorded).
+    """
+
+    recipient: Recipient
+    state: State
+    attempts: int
+    code: int | None = None
+    reply: str = ""
+    retryable: bool = False
+    bounced: bool = False
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """One reader's copy of an issue, as last recorded."""
+
+    issue: str
+    subscriber_id: int
+    email: str
+    state: State
+    attempts: int
+    code: int | None
+    reply: str
+    retryable: bool
+    message_id: str | None
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class TracedDelivery:
+    """A delivery found by its Message-ID, with the reader it went to."""
+
+    delivery: Delivery
+    subscriber: Subscriber
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchStatus:
+    """Where a dispatch stands: counts per state, how many active subscribers of its
+    segment have no delivery yet, and every failure with the server's reply."""
+
+    issue: str
+    segment: Segment | None
+    counts: dict[State, int]
+    not_attempted: int
+    failures: list[Delivery]
+    last_result: str
+    running: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockHolder:
+    """The process that holds (or last held) an issue's dispatch lock."""
+
+    host: str
+    pid: int
+    heartbeat_at: float  # time.time() of its last refresh
+
+
+class DispatchJournal(Protocol):
+    """The delivery record of one issue and its dispatch lock. Writes commit before
+    they return; :meth:`record` may be called from one other thread at a time."""
+
+    issue: str
+
+    def acquire(self, segment: Segment) -> None:
+        """Take this issue's dispatch lock for a run to ``segment``, or raise
+        :class:`composer.errors.DispatchLocked` naming the live holder."""
+
+    def release(self, result: str = "") -> None:
+        """Give the lock back, noting how the run ended."""
+
+    def recipients(
+        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+    ) -> Iterator[Recipient]:
+        """The active subscribers of ``segment`` that :func:`still_to_send` keeps, in
+        insertion order, read ``page_size`` at a time so memory stays flat."""
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
+        its subscriber bounced (if active), so later issues skip them."""
+
+    def status(self) -> DispatchStatus:
+        """Counts, what is left, and the failures of this issue's dispatch."""
+
+    def close(self) -> None:
+        """Release the lock if held, then the connection."""
+
+    def __enter__(self) -> DispatchJournal: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def still_to_send(state: State | None, retryable: bool, *, retry_failed: bool) -> bool:
+    """Whether a reader whose copy is recorded as ``state`` (None: never attempted) gets
+    it in this run. A copy the server took (sent, and what came back after it) never
+    goes again; a failure only with ``retry_failed`` and when ``retryable``; a copy of
+    unknown outcome, which may have arrived, only with ``retry_failed``."""
+    match state:
+        case None | "pending" | "sending" | "deferred":
+            return True
+        case "failed":
+            return retry_failed and retryable
+        case "unknown":
+            return retry_failed
+        case "sent" | "bounced" | "complained":
+            return False
+        case _:
+            assert_never(state)
+
+
+def lock_is_stale(holder: LockHolder, now: float, this_host: str) -> bool:
+    """Whether ``holder``'s lock may be taken over: it stopped refreshing the lock, or it
+    was a process on this machine that no longer exists."""
+    if now - holder.heartbeat_at > LOCK_STALE_SECONDS:
+        return True
+    if holder.host == this_host and holder.pid != os.getpid():
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def bounce_reason(issue: str, outcome: Outcome) -> str:
+    """The status reason a subscriber bounced by ``outcome`` is marked with."""
+    return f"bounced by {issue}: {outcome.code} {outcome.reply}"[:500]

@@ -1,0 +1,15 @@
+"""The shipped store: the subscriber list and the delivery record in one SQLite file.
+
+    database.py     every connection's settings, and the schema (MIGRATIONS)
+    subscribers.py  the list: SqliteSubscriberStore
+    deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
+
+Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``
+imports it.
+"""
+
+from composer.store.sqlite.database import MIGRATIONS
+from composer.store.sqlite.deliveries import SqliteDispatchJournal
+from composer.store.sqlite.subscribers import SqliteSubscriberStore
+
+__all__ = ["MIGRATIONS", "SqliteDispatchJournal", "SqliteSubscriberStore"]

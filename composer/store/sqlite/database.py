@@ -1,0 +1,216 @@
+"""One SQLite file: how every connection to it is opened, and its versioned schema.
+
+The schema is the list :data:`MIGRATIONS`; ``PRAGMA user_version`` records how
+many of them a file has had. A later release adds its tables by appending a
+script, never by editing one already shipped. A step that needs Python is a
+function of the connection instead of a script; what it returns is a note for the
+editor, logged as a warning (the CLI prints it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from composer.errors import StoreError
+from composer.store.sqlite.case_duplicates import merge_case_duplicates
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
+    # 1: the list, and a history row for every status a subscriber ever had.
+    """
+    CREATE TABLE subscribers (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        tier TEXT NOT NULL CHECK (tier IN ('free', 'paid')),
+        tags TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL
+            CHECK (status IN ('active', 'unsubscribed', 'bounced', 'complained')),
+        status_changed_at TEXT NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX subscribers_by_status ON subscribers (status, id);
+    CREATE TABLE status_changes (
+        id INTEGER PRIMARY KEY,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        status TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX status_changes_by_subscriber ON status_changes (subscriber_id);
+    CREATE TRIGGER subscribers_history_insert AFTER INSERT ON subscribers
+    BEGIN
+        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
+        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
+    END;
+    CREATE TRIGGER subscribers_history_update AFTER UPDATE OF status ON subscribers
+    WHEN OLD.status IS NOT NEW.status
+    BEGIN
+        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
+        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
+    END;
+    """,
+    # 2: the dispatch journal (composer.store.deliveries): per issue and subscriber, where
+    # their copy stands; and the lock that lets one process at a time send an issue.
+    """
+    CREATE TABLE deliveries (
+        issue TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        email TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        code INTEGER,
+        reply TEXT NOT NULL DEFAULT '',
+        retryable INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (issue, subscriber_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_by_state ON deliveries (issue, state);
+    CREATE TABLE dispatches (
+        issue TEXT PRIMARY KEY,
+        segment TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        last_run_at TEXT NOT NULL,
+        last_result TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE dispatch_locks (
+        issue TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    """,
+    # 3: delivery states for what comes back after a send (bounced, complained) or is
+    # lost (unknown), and each copy's Message-ID, so that a bounce, a complaint or a
+    # click can be joined to its delivery and reader. SQLite cannot widen a CHECK in
+    # place, so the table is rebuilt with every row copied; rows from before have no
+    # Message-ID.
+    """
+    CREATE TABLE deliveries_3 (
+        issue TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+        email TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'deferred', 'failed',
+                                             'bounced', 'complained', 'unknown')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        code INTEGER,
+        reply TEXT NOT NULL DEFAULT '',
+        retryable INTEGER NOT NULL DEFAULT 0,
+        message_id TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (issue, subscriber_id)
+    ) WITHOUT ROWID;
+    INSERT INTO deliveries_3 (issue, subscriber_id, email, state, attempts, code, reply,
+                              retryable, updated_at)
+    SELECT issue, subscriber_id, email, state, attempts, code, reply, retryable, updated_at
+    FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_3 RENAME TO deliveries;
+    CREATE INDEX deliveries_by_state ON deliveries (issue, state);
+    CREATE INDEX deliveries_by_message_id ON deliveries (message_id);
+    """,
+    # 4: one row per address whatever its letter case (keys lower-cased, rows merged).
+    merge_case_duplicates,
+)
+
+
+def connect(
+    path: Path, *, busy_timeout_ms: int = 5000, any_thread: bool = False
+) -> sqlite3.Connection:
+    """A connection to ``path`` in autocommit mode (transactions are explicit), in WAL
+    mode, with foreign keys on. ``any_thread`` lets one other thread at a time use it."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"{path}: cannot open the subscriber database ({exc}); check [subscribers]"
+            " database in config.toml"
+        ) from exc
+    try:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL may lose the last commits on a power cut (they sit in the
+        # WAL until a checkpoint syncs it); FULL syncs the WAL at every commit, so an
+        # unsubscribe or a recorded 250 that was committed is never lost.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise unusable(path, exc) from exc
+    return db
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The error for a file that opens but is not a subscriber database this release can use."""
+    return StoreError(
+        f"{path}: not a usable subscriber database ({exc}); point [subscribers]"
+        " database in config.toml at another file"
+    )
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file behind ``db`` to the latest schema, one transaction per step, so a
+    failed step leaves the previous version; refuse a file from a newer release."""
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Read under the write lock: two processes opening a new file at once must
+            # not both run the same step.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{path}: written by a newer release of newsletter (schema {version},"
+                    f" this one knows {len(MIGRATIONS)}); upgrade newsletter"
+                )
+            if version == len(MIGRATIONS):
+                db.execute("COMMIT")
+                return
+            step = MIGRATIONS[version]
+            note = ""
+            if isinstance(step, str):
+                for statement in _statements(step):
+                    db.execute(statement)
+            else:
+                note = step(db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if note:
+            log.warning("%s: %s", path, note)
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of ``script`` one by one (``executescript`` would commit the
+    caller's transaction first); a trigger's body stays whole."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
+
+
+def now_text() -> str:
+    """Now, as stored: UTC, ISO 8601, to the second."""
+    return moment_text(dt.datetime.now(dt.UTC))
+
+
+def moment_text(moment: dt.datetime) -> str:
+    """``moment`` as stored (a naive one is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat()
