@@ -2,7 +2,8 @@
 
 Headings stand on their own lines (block headings in capitals, underlined),
 paragraphs are wrapped at 72 columns, lists and quotes keep their markers, and
-every link is written out as its URL so a text-only reader can follow it.
+every link and image is written out with its URL so a text-only reader can
+follow it. Story leads keep the editor's case, as in the HTML.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     url = web_url(issue, config)
     parts = [name.upper(), "=" * len(name), "", _wrap(issue.title)]
     if issue.subtitle:
-        parts.append(_wrap(issue.subtitle))
+        parts += ["", _wrap(issue.subtitle)]
     byline = f"{issue.date.day} {issue.date:%B %Y}"
     parts += ["", f"By {issue.author} · {byline}" if issue.author else byline]
     parts += ["", f"Read it on the web: {url}"]
@@ -38,7 +39,7 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
         if block.body.text:
             parts += ["", markdown_to_text(block.body.text)]
         for item in block.items:
-            parts += ["", markdown_to_text(f"{item.lead.upper()}: {item.body.text}")]
+            parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}")]
     if issue.is_cut_for(tier):
         parts += ["", "", "The rest of this issue is for paid subscribers.", f"Keep reading: {url}"]
     parts += ["", "", "-- ", f"© {issue.date.year} {name}"]
@@ -145,9 +146,12 @@ def _inline_text(tokens: Sequence[Token]) -> str:
             if href and href not in (label, f"mailto:{label}"):
                 out.append(f" ({href})")
         elif token.type == "image":
-            alt = token.content or "image"
-            title = token.attrGet("title")
-            out.append(f"[{alt}{': ' + str(title) if title else ''}]")
+            # The HTML shows the caption under the image: here it follows on its own line.
+            alt = f"Image: {token.content}" if token.content else "Image"
+            caption = token.attrGet("title")
+            out.append(f"[{alt}] ({token.attrGet('src') or ''})")
+            if caption:
+                out.append(f"\n{caption}")
     return "".join(out)
 
 
