@@ -15,8 +15,38 @@ def _messages(report):
     return [(f.severity, f.line, f.message) for f in report.findings]
 
 
-def test_example_issue_has_no_findings(config):
-    assert check_issue(EXAMPLE_MD, config).findings == ()
+def test_example_issue_has_no_errors_or_warnings(config):
+    report = check_issue(EXAMPLE_MD, config)
+    assert report.errors == report.warnings == ()
+    assert report.summary() == "No problems found."
+
+
+def test_check_says_which_kind_each_block_got_and_why(write_issue, config):
+    path = write_issue(
+        CLEAN_FRONT + "## This Week's China News\n\n- [A](https://example.com/a)\n\n"
+        "## Notes {.news}\n\nText.\n\n## The week ahead\n\nText.\n"
+    )
+    infos = [
+        (f.line, f.block, f.message)
+        for f in check_issue(path, config).findings
+        if f.severity == "info"
+    ]
+    assert infos == [
+        (7, '"This Week\'s China News"', "a news block, from its heading's words"),
+        (11, "'Notes'", "a news block, as its {.news} says"),
+        (
+            15,
+            "'The week ahead'",
+            "a plain section: its heading implies no kind ({.kind} after the heading picks one)",
+        ),
+    ]
+
+
+def test_info_lines_are_not_problems(write_issue, run_cli):
+    result = run_cli("check", write_issue(CLEAN_FRONT + "## Notes\n\nSome words here.\n"))
+    assert result.exit_code == 0
+    assert ":7: info: a plain section" in result.output
+    assert result.output.endswith("No problems found.\n")
 
 
 def test_model_problems_are_errors_with_block_and_line(write_issue, config):

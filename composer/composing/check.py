@@ -1,11 +1,12 @@
 """Lint a composed issue before it is sent: ``newsletter check``.
 
 Two passes. The first walks the issue model, so each finding names its block and
-the line of the issue file: images without alt text, links that are not
-http(s)/mailto, generic link text, "TK" placeholders, image-only blocks. The
-second reads the composed email of each tier: Gmail's clipping size, the
-unsubscribe link, the © year, and colours that vanish on a dark background.
-Errors make the command exit 1; warnings are advice.
+the line of the issue file: the kind each block got (an ``info`` line), images
+without alt text, links that are not http(s)/mailto, generic link text, "TK"
+placeholders, image-only blocks. The second reads the composed email of each tier:
+Gmail's clipping size, the unsubscribe link, the © year, and colours that vanish on
+a dark background. Errors make the command exit 1; warnings are advice; info lines
+only say what the tool made of the issue.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from lxml.cssselect import CSSSelector
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from composer.composing.load import load_issue
+from composer.composing.load import SECTION, kind_of, load_issue
 from composer.composing.pipeline import GMAIL_CLIP_BYTES, ComposedIssue, compose
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import Config
 from composer.errors import location
-from composer.model import TIERS, Issue, Markdown
+from composer.model import TIERS, Block, Issue, Markdown
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 
 MAX_SUBJECT_CHARS = 80
 MAX_WORDS = 2500  # about eleven minutes of reading; open rates fall off beyond that
@@ -78,7 +79,7 @@ class CheckReport:
         return tuple(f for f in self.findings if f.severity == "warning")
 
     def summary(self) -> str:
-        if not self.findings:
+        if not self.errors and not self.warnings:
             return "No problems found."
         return f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)."
 
@@ -141,10 +142,24 @@ def check_model(issue: Issue) -> list[Finding]:
             None,
         )
 
+    for block in issue.blocks:
+        add("info", _kind_note(block, issue.path), repr(block.heading), block.line)
     for block_name, fragment in _fragments(issue):
         for severity, message, line in _check_fragment(fragment):
             add(severity, message, block_name, line)
     return findings
+
+
+def _kind_note(block: Block, path: Path) -> str:
+    """Which kind of block ``block`` is, and what made it so."""
+    toml = path.suffix.lower() == ".toml"
+    if block.kind != kind_of(block.heading):
+        written = f'kind = "{block.kind}"' if toml else f"{{.{block.kind}}}"
+        return f"a {block.kind} block, as its {written} says"
+    if block.kind == SECTION:
+        choose = 'kind = "…"' if toml else "{.kind} after the heading"
+        return f"a plain section: its heading implies no kind ({choose} picks one)"
+    return f"a {block.kind} block, from its heading's words"
 
 
 def _fragments(issue: Issue) -> Iterator[tuple[str, Markdown]]:

@@ -22,18 +22,21 @@ FRONT_MATTER_FENCE = "+++"
 PAYWALL_MARKER = "<!-- paywall -->"
 PAYWALL_KIND = "paywall"
 BIG_STORY = "big-story"
+SECTION = "section"  # the kind of a block whose heading implies none
 
 _FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader")
 _TOML_KEYS = (*_FRONT_MATTER_KEYS, "lede", "blocks")
 _BLOCK_KEYS = ("heading", "kind", "body", "items")
 _ITEM_KEYS = ("lead", "body")
 
-# Headings that imply a kind when no `{.kind}` attribute is given, tried in order.
-_KIND_BY_HEADING = (
+# Headings that imply a kind when no `{.kind}` attribute is given: by their first words,
+# tried in order, then by their last ("This Week's China News").
+_KIND_BY_HEADING_START = (
     ("the big story", BIG_STORY),
     ("why it matters", "why-it-matters"),
     ("what happened", "what-happened"),
 )
+_KIND_BY_HEADING_END = (("news", "news"),)
 _KIND_ATTRIBUTE = re.compile(r"^(?P<heading>.*?)\s*\{\.(?P<kind>[^}\s]*)\}\s*$")
 _VALID_KIND = re.compile(r"^[a-z][a-z0-9-]*$")
 # A bold lead ending in a colon, the colon inside or just after the bold: "**LEAD:** body".
@@ -219,10 +222,14 @@ def _issue(
 def kind_of(heading: str) -> str:
     """The block kind a heading implies by its words."""
     words = " ".join(heading.lower().split())
-    for prefix, kind in _KIND_BY_HEADING:
+    for prefix, kind in _KIND_BY_HEADING_START:
         if words.startswith(prefix):
             return kind
-    return "section"
+    last_words = f" {words.rstrip(' .:!?')}"
+    for suffix, kind in _KIND_BY_HEADING_END:
+        if last_words.endswith(f" {suffix}"):
+            return kind
+    return SECTION
 
 
 # --- Markdown -----------------------------------------------------------------------------
