@@ -16,7 +16,7 @@ from typing import Any
 
 from composer.composing.markdown import parse
 from composer.errors import IssueError
-from composer.model import Block, Issue, Markdown, StoryItem
+from composer.model import LANGUAGE_TAG, Block, Issue, Markdown, StoryItem
 
 FRONT_MATTER_FENCE = "+++"
 PAYWALL_MARKER = "<!-- paywall -->"
@@ -24,7 +24,7 @@ PAYWALL_KIND = "paywall"
 BIG_STORY = "big-story"
 SECTION = "section"  # the kind of a block whose heading implies none
 
-_FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader")
+_FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader", "lang")
 _TOML_KEYS = (*_FRONT_MATTER_KEYS, "lede", "blocks")
 _BLOCK_KEYS = ("heading", "kind", "body", "items")
 _ITEM_KEYS = ("lead", "body")
@@ -199,6 +199,14 @@ def _front_matter(
         values[key] = " ".join(_visible(path, value, key, where.find(key)).split())
     if not values["title"]:
         raise IssueError(path, "the title is empty; write the issue's title", where.find("title"))
+    lang = raw.get("lang", "")
+    if not isinstance(lang, str) or (lang and not LANGUAGE_TAG.match(lang)):
+        raise IssueError(
+            path,
+            'lang must be a language tag in quotes, such as lang = "en" or lang = "de-CH"',
+            where.find("lang"),
+        )
+    values["lang"] = lang
     return values
 
 
@@ -213,6 +221,7 @@ def _issue(
         subtitle=meta["subtitle"],
         author=meta["author"],
         preheader=meta["preheader"] or meta["subtitle"],
+        lang=meta["lang"],
         lede=lede,
         blocks=tuple(blocks),
         paywall=paywall,

@@ -15,6 +15,7 @@ from markdown_it.token import Token
 
 from composer.composing.markdown import parse
 from composer.composing.render import UNSUBSCRIBE_URL, web_url
+from composer.composing.typography import typeset
 from composer.config import Config
 from composer.model import Issue, Tier
 
@@ -25,6 +26,8 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     """The plain-text body of ``issue`` as readers of ``tier`` get it."""
     name = config.newsletter.name
     url = web_url(issue, config)
+    issue = typeset(issue, config)
+    lang = issue.lang
     parts = [name.upper(), "=" * len(name), "", _wrap(issue.title)]
     if issue.subtitle:
         parts += ["", _wrap(issue.subtitle)]
@@ -32,14 +35,14 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     parts += ["", f"By {issue.author} · {byline}" if issue.author else byline]
     parts += ["", f"Read it on the web: {url}"]
     if issue.lede.text:
-        parts += ["", markdown_to_text(issue.lede.text)]
+        parts += ["", markdown_to_text(issue.lede.text, lang)]
     for block in issue.blocks_for(tier):
-        heading = _inline_text(parse(block.heading)).upper()
+        heading = _inline_text(parse(block.heading, lang)).upper()
         parts += ["", "", heading, "-" * min(len(heading), WIDTH)]
         if block.body.text:
-            parts += ["", markdown_to_text(block.body.text)]
+            parts += ["", markdown_to_text(block.body.text, lang)]
         for item in block.items:
-            parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}")]
+            parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}", lang)]
     if issue.is_cut_for(tier):
         parts += ["", "", "The rest of this issue is for paid subscribers.", f"Keep reading: {url}"]
     parts += ["", "", "-- ", f"© {issue.date.year} {name}"]
@@ -49,9 +52,9 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     return "\n".join(parts)
 
 
-def markdown_to_text(text: str) -> str:
-    """Markdown as readable plain text, wrapped at :data:`WIDTH` columns."""
-    return "\n\n".join(_blocks(parse(text), WIDTH)).rstrip()
+def markdown_to_text(text: str, lang: str) -> str:
+    """Markdown as readable plain text in language ``lang``, wrapped at :data:`WIDTH` columns."""
+    return "\n\n".join(_blocks(parse(text, lang), WIDTH)).rstrip()
 
 
 def _blocks(tokens: Sequence[Token], width: int) -> list[str]:
