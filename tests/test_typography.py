@@ -62,6 +62,7 @@ def test_english_quotes_dashes_and_ellipses_in_every_part(write_issue, config):
         assert "Lenders say “no”: Banks don’t lend." in part
         assert "The ‘flows’ – by country" in part
     assert 'alt="A “chart”"' in composed.html
+    assert "[Image: A “chart”] (https://example.com/c.png)" in composed.text
     assert "<title>Don’t “panic” – yet…</title>" in composed.html
 
 

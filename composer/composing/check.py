@@ -41,7 +41,7 @@ PREHEADER_CHARS = range(40, 131)
 # A full-width image (584 px) at the common 3:2 shape stands about 390 px tall: 14 lines
 # of 17 px body text, about 1,000 characters. With less text than that for each image,
 # the images fill more of the email than the words do, which is what spam filters and
-# readers whose client blocks images (most of Outlook) see as an image-only email.
+# readers whose client blocks images (Outlook's default) see as an image-only email.
 MIN_TEXT_PER_IMAGE = 1000
 MAX_WORDS = 2500  # about eleven minutes of reading; open rates fall off beyond that
 GENERIC_LINK_TEXT = frozenset(

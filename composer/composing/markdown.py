@@ -127,6 +127,7 @@ def _typeset_images(state: StateCore) -> None:
             alt = Token("inline", "", 0, content=child.content, children=child.children)
             _typeset_inline(state.md, alt)
             child.children = alt.children
+            child.content = "".join(part.content for part in alt.children or [])
             title = child.attrGet("title")
             if title:
                 child.attrSet("title", _smarten_with(state.md, str(title)))

@@ -1,8 +1,8 @@
 """An issue in its own language: which language that is, and the issue typeset in it.
 
 The Markdown parts are typeset as they are rendered (:func:`markdown_for`); the plain
-strings (title, subtitle, author, preheader, story leads) are typeset here, once, so
-the subject, the HTML, the text part and the web version all read the same.
+strings (title, subtitle, author, preheader, story leads) are typeset here, in one
+place, so the subject, the HTML, the text part and the web version all read the same.
 """
 
 from __future__ import annotations
