@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import ConfigError
+from composer.model import LANGUAGE_TAG
 
 DEFAULT_PATH = Path("config.toml")
 # The newsletter's own templates, next to config.toml unless [newsletter] templates says
 # otherwise; a file there overrides the default of the same name.
 TEMPLATES_FOLDER = "templates"
+DEFAULT_LANG = "en"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class NewsletterSettings:
     address: str
     test_recipients: tuple[str, ...]
     templates: Path  # the newsletter's own templates folder; it need not exist
+    lang: str  # the language of its issues, unless an issue says otherwise
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "address": (str, ""),
         "test_recipients": (list, []),
         "templates": (str, ""),
+        "lang": (str, DEFAULT_LANG),
     },
     "smtp": {
         "host": (str, "127.0.0.1"),
@@ -175,6 +179,10 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         not mailto or (mailto.count("@") == 1 and not any(c in mailto for c in " \r\n<>,?:")),
         "[newsletter] unsubscribe_mailto must be a bare address such as unsubscribe@example.com",
     )
+    check(
+        LANGUAGE_TAG.match(newsletter["lang"]) is not None,
+        '[newsletter] lang must be a language tag such as "en" or "de-CH"',
+    )
     recipients = newsletter["test_recipients"] or []
     check(
         all(isinstance(r, str) and "@" in r for r in recipients),
@@ -231,6 +239,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             address=newsletter["address"],
             test_recipients=tuple(recipients),
             templates=root / (newsletter["templates"] or TEMPLATES_FOLDER),
+            lang=newsletter["lang"],
         ),
         smtp=SmtpSettings(
             host=smtp["host"],

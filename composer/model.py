@@ -7,12 +7,16 @@ messages but left out of equality), and everything downstream reads only this.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 Tier = Literal["free", "paid"]
 TIERS: tuple[Tier, ...] = ("free", "paid")
+
+# A BCP 47 language tag as an editor writes one: "en", "de-CH", "zh-Hant".
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class Block:
 
 @dataclass(frozen=True)
 class Issue:
-    """One newsletter issue. ``paywall`` is how many blocks free readers get (None: no cut)."""
+    """One newsletter issue. ``paywall`` is how many blocks free readers get (None: no cut);
+    ``lang`` is its language tag, empty for the newsletter's own (``[newsletter] lang``)."""
 
     path: Path = field(compare=False)
     slug: str
@@ -54,6 +59,7 @@ class Issue:
     subtitle: str
     author: str
     preheader: str
+    lang: str
     lede: Markdown
     blocks: tuple[Block, ...]
     paywall: int | None

@@ -4,19 +4,54 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from composer.composing.check import check_issue
 from composer.composing.templates import copy_templates
 from tests.conftest import EXAMPLE_MD
 
-CLEAN_FRONT = '+++\ntitle = "A clean issue"\ndate = 2024-05-03\npreheader = "p"\n+++\n\n'
+CLEAN_FRONT = (
+    '+++\ntitle = "A clean issue"\ndate = 2024-05-03\n'
+    'preheader = "What changed this week, and what it means for you"\n+++\n\n'
+)
 
 
 def _messages(report):
     return [(f.severity, f.line, f.message) for f in report.findings]
 
 
-def test_example_issue_has_no_findings(config):
-    assert check_issue(EXAMPLE_MD, config).findings == ()
+def test_example_issue_has_no_errors_or_warnings(config):
+    report = check_issue(EXAMPLE_MD, config)
+    assert report.errors == report.warnings == ()
+    assert report.summary() == "No problems found."
+
+
+def test_check_says_which_kind_each_block_got_and_why(write_issue, config):
+    path = write_issue(
+        CLEAN_FRONT + "## This Week's China News\n\n- [A](https://example.com/a)\n\n"
+        "## Notes {.news}\n\nText.\n\n## The week ahead\n\nText.\n"
+    )
+    infos = [
+        (f.line, f.block, f.message)
+        for f in check_issue(path, config).findings
+        if f.severity == "info"
+    ]
+    assert infos == [
+        (7, '"This Week\'s China News"', "a news block, from its heading's words"),
+        (11, "'Notes'", "a news block, as its {.news} says"),
+        (
+            15,
+            "'The week ahead'",
+            "a plain section: its heading implies no kind ({.kind} after the heading picks one)",
+        ),
+    ]
+
+
+def test_info_lines_are_not_problems(write_issue, run_cli):
+    result = run_cli("check", write_issue(CLEAN_FRONT + "## Notes\n\nSome words here.\n"))
+    assert result.exit_code == 0
+    assert ":7: info: a plain section" in result.output
+    assert result.output.endswith("No problems found.\n")
 
 
 def test_model_problems_are_errors_with_block_and_line(write_issue, config):
@@ -93,3 +128,70 @@ def test_check_command_exits_1_on_errors_and_0_on_warnings(write_issue, run_cli)
     result = run_cli("check", warned)
     assert result.exit_code == 0
     assert "warning: no preheader" in result.output
+
+
+@pytest.mark.parametrize(
+    ("preheader", "warned"),
+    [
+        ("Too short to fill the preview", "it leaves the preview half empty"),
+        ("x" * 40, None),
+        ("x" * 130, None),
+        ("x" * 131, "it is cut off"),
+    ],
+)
+def test_preheader_outside_40_to_130_characters_is_a_warning(
+    write_issue, config, preheader, warned
+):
+    path = write_issue(
+        f'+++\ntitle = "t"\ndate = 2024-05-03\npreheader = "{preheader}"\n+++\n\n'
+        "## Notes\n\nSome words.\n"
+    )
+    messages = [f.message for f in check_issue(path, config).warnings]
+    about_preheader = [m for m in messages if m.startswith("the preheader is")]
+    if warned is None:
+        assert about_preheader == []
+    else:
+        assert about_preheader == [
+            f"the preheader is {len(preheader)} characters; inboxes preview 40–130 after "
+            f"the subject, so {warned}"
+        ]
+
+
+def test_images_that_outweigh_the_text_are_a_warning_per_edition(write_issue, config):
+    pictures = "\n\n".join(
+        f"![Photo {n} of the harbour at dawn](https://example.com/{n}.jpg)\n\n"
+        "A caption-length line of words about the photo above."
+        for n in range(3)
+    )
+    path = write_issue(
+        CLEAN_FRONT + f"## Photos\n\n{pictures}\n\n<!-- paywall -->\n\n## More\n\nText.\n"
+    )
+    messages = [f.message for f in check_issue(path, config).warnings]
+    for tier in ("free", "paid"):
+        assert any(
+            m.startswith(f"the {tier} email has 3 image(s) and ") and "under 1,000 an image" in m
+            for m in messages
+        ), messages
+
+
+def test_one_image_in_a_written_issue_is_not_a_ratio_warning(config):
+    messages = [f.message for f in check_issue(EXAMPLE_MD, config).warnings]
+    assert not any("image(s)" in m for m in messages)
+
+
+def test_link_text_that_is_a_bare_url_is_a_warning(write_issue, config):
+    path = write_issue(
+        CLEAN_FRONT + "## Links\n\n"
+        "See [https://example.com/a](https://example.com/a),\n"
+        "<https://example.com/b>,\n"
+        "[example.com/c](https://example.com/c)\n"
+        "and [the full report](https://example.com/d), or <editor@example.com>.\n"
+    )
+    found = [
+        (f.line, f.message) for f in check_issue(path, config).warnings if "bare URL" in f.message
+    ]
+    assert [(line, message.split(" is a bare URL")[0]) for line, message in found] == [
+        (9, "link text 'https://example.com/a'"),
+        (10, "link text 'https://example.com/b'"),
+        (11, "link text 'example.com/c'"),
+    ]

@@ -11,6 +11,11 @@ from composer.composing.load import load_issue
 from composer.composing.pipeline import GMAIL_CLIP_BYTES, compose, compose_file
 from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML
 
+CLEAN_FRONT = (
+    '+++\ntitle = "A clean issue"\ndate = 2024-05-03\n'
+    'preheader = "Lenders pause, suppliers certify, and what it means for you"\n+++\n\n'
+)
+
 
 @pytest.fixture
 def paid(config):
@@ -51,7 +56,7 @@ def test_html_holds_every_block_lead_quote_and_link_in_order(paid):
     text = _visible_text(paid.html)
     expected = [issue.title, issue.subtitle, "Morgan Lee", "Good morning."]
     for block in issue.blocks:
-        expected.append(block.heading)
+        expected.append(block.heading.replace("'", "’"))  # typeset: see test_typography.py
         for item in block.items:
             expected.append(item.lead)
     _in_order(text, expected)
@@ -94,16 +99,37 @@ def test_preheader_is_the_hidden_preview_text(paid):
 def test_plain_text_has_every_heading_paragraph_and_link_url_and_no_tags(paid):
     issue = load_issue(EXAMPLE_MD)
     for block in issue.blocks:
-        assert block.heading.upper() in paid.text
+        assert block.heading.replace("'", "’").upper() in paid.text
     for url in re.findall(r"\]\((https://[^ )]+)", EXAMPLE_MD.read_text(encoding="utf-8")):
-        if not url.endswith(".png"):
-            assert url in paid.text
+        assert url in paid.text
     flat = " ".join(paid.text.split())
     assert "Until now, agencies had to piece together supply chains one audit at a time." in flat
     assert "BANKS STEP BACK FROM CROSS-BORDER DEALS: Several mid-sized lenders" in flat
-    assert '> "Everyone was looking at the storefront.' in paid.text
+    assert "> “Everyone was looking at the storefront." in paid.text
     assert not re.search(r"</?[a-z][a-z0-9]*[ >/]", paid.text)
     assert max(len(line) for line in paid.text.splitlines() if "http" not in line) <= 72
+
+
+def test_plain_text_sets_the_subtitle_apart_from_the_title(paid):
+    issue = load_issue(EXAMPLE_MD)
+    title_line = paid.text.index(issue.title)
+    after_title = paid.text[title_line + len(issue.title) :]
+    assert after_title.startswith("\n\nA think-tank map of")
+
+
+def test_plain_text_gives_an_image_its_url_then_its_caption(paid):
+    assert (
+        "[Image: A chart of data flows between apps and suppliers]\n"
+        "(https://example.com/images/flows.png)\n"
+        "Data flows from 40 apps to their suppliers, by country of storage\n"
+    ) in paid.text
+
+
+def test_plain_text_keeps_story_leads_as_the_editor_wrote_them(write_issue, config):
+    path = write_issue(CLEAN_FRONT + "## The Big Story\n\n**Banks step back:** Lenders pause.\n")
+    composed = compose(load_issue(path), config, "paid")
+    assert "Banks step back: Lenders pause." in composed.text
+    assert "BANKS" not in composed.text
 
 
 def test_free_tier_stops_at_the_paywall_with_a_keep_reading_link(free, paid):

@@ -32,6 +32,34 @@ def test_block_kinds_come_from_heading_words_or_an_attribute():
     ]
 
 
+def test_a_heading_ending_in_news_makes_a_news_block_in_both_formats(write_issue):
+    markdown = write_issue(
+        '+++\ntitle = "t"\ndate = 2024-05-03\n+++\n\n'
+        "## This Week's China News\n\n- [A](https://example.com/a)\n\n"
+        "## Good news:\n\nText.\n\n"
+        "## Newsroom notes\n\nText.\n\n"
+        "## More news {.section}\n\nText.\n"
+    )
+    assert [block.kind for block in load_issue(markdown).blocks] == [
+        "news",
+        "news",
+        "section",
+        "section",
+    ]
+    toml = write_issue(
+        'title = "t"\ndate = 2024-05-03\n\n[[blocks]]\nheading = "Other  NEWS"\nbody = "x"\n',
+        "issue.toml",
+    )
+    assert load_issue(toml).blocks[0].kind == "news"
+
+
+def test_lang_comes_from_either_format_and_is_empty_when_not_given(write_issue):
+    markdown = write_issue('+++\ntitle = "t"\ndate = 2024-05-03\nlang = "de-CH"\n+++\n')
+    toml = write_issue('title = "t"\ndate = 2024-05-03\nlang = "de-CH"\n', "issue.toml")
+    assert load_issue(markdown).lang == load_issue(toml).lang == "de-CH"
+    assert load_issue(EXAMPLE_MD).lang == ""
+
+
 def test_big_story_paragraphs_with_bold_leads_become_items(write_issue):
     path = write_issue(
         """

@@ -1,11 +1,13 @@
 """Lint a composed issue before it is sent: ``newsletter check``.
 
 Two passes. The first walks the issue model, so each finding names its block and
-the line of the issue file: images without alt text, links that are not
-http(s)/mailto, generic link text, "TK" placeholders, image-only blocks. The
-second reads the composed email of each tier: Gmail's clipping size, the
-unsubscribe link, the © year, and colours that vanish on a dark background.
-Errors make the command exit 1; warnings are advice.
+the line of the issue file: the kind each block got (an ``info`` line), the
+preheader's length, images without alt text, links that are not http(s)/mailto,
+generic or bare-URL link text, "TK" placeholders, image-only blocks. The second
+reads the composed email of each tier: Gmail's clipping size, the unsubscribe link,
+the © year, colours that vanish on a dark background, and images that outweigh the
+text. Errors make the command exit 1; warnings are advice; info lines
+only say what the tool made of the issue.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
+from unicodedata import east_asian_width
 
 from cssselect import ExpressionError, SelectorError
 from lxml import html as lxml_html
@@ -22,16 +25,24 @@ from lxml.cssselect import CSSSelector
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from composer.composing.load import load_issue
+from composer.composing.load import SECTION, kind_of, load_issue
 from composer.composing.pipeline import GMAIL_CLIP_BYTES, ComposedIssue, compose
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import Config
 from composer.errors import location
-from composer.model import TIERS, Issue, Markdown
+from composer.model import TIERS, Block, Issue, Markdown
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 
 MAX_SUBJECT_CHARS = 80
+# Inboxes show roughly this much preview text after the subject: a shorter preheader
+# wastes the space, a longer one is cut off mid-sentence.
+PREHEADER_CHARS = range(40, 131)
+# A full-width image (584 px) at the common 3:2 shape stands about 390 px tall: 14 lines
+# of 17 px body text, about 1,000 characters. With less text than that for each image,
+# the images fill more of the email than the words do, which is what spam filters and
+# readers whose client blocks images (Outlook's default) see as an image-only email.
+MIN_TEXT_PER_IMAGE = 1000
 MAX_WORDS = 2500  # about eleven minutes of reading; open rates fall off beyond that
 GENERIC_LINK_TEXT = frozenset(
     {"here", "click here", "this", "this link", "link", "read more", "more", "click", "go"}
@@ -39,6 +50,7 @@ GENERIC_LINK_TEXT = frozenset(
 LINK_SCHEMES = ("https://", "http://", "mailto:")
 IMAGE_SCHEMES = ("https://", "http://")
 PLACEHOLDER = re.compile(r"\bTK(?:TK)?\b")
+BARE_URL = re.compile(r"^(?:https?://|www\.)\S*$", re.IGNORECASE)
 COPYRIGHT_YEAR = re.compile(r"(?:©|&copy;|\(c\)|copyright)\s*(\d{4})", re.IGNORECASE)
 DARK_BACKGROUND = (0x12, 0x12, 0x12)
 MIN_DARK_CONTRAST = 3.0
@@ -78,7 +90,7 @@ class CheckReport:
         return tuple(f for f in self.findings if f.severity == "warning")
 
     def summary(self) -> str:
-        if not self.findings:
+        if not self.errors and not self.warnings:
             return "No problems found."
         return f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)."
 
@@ -123,6 +135,17 @@ def check_model(issue: Issue) -> list[Finding]:
             "front matter",
             None,
         )
+    elif len(issue.preheader) not in PREHEADER_CHARS:
+        add(
+            "warning",
+            f"the preheader is {len(issue.preheader)} characters; inboxes preview "
+            f"{PREHEADER_CHARS.start}–{PREHEADER_CHARS.stop - 1} after the subject, so "
+            + (
+                "it leaves the preview half empty" if len(issue.preheader) < 40 else "it is cut off"
+            ),
+            "front matter",
+            None,
+        )
     if len(issue.title) > MAX_SUBJECT_CHARS:
         add(
             "warning",
@@ -141,10 +164,24 @@ def check_model(issue: Issue) -> list[Finding]:
             None,
         )
 
+    for block in issue.blocks:
+        add("info", _kind_note(block, issue.path), repr(block.heading), block.line)
     for block_name, fragment in _fragments(issue):
         for severity, message, line in _check_fragment(fragment):
             add(severity, message, block_name, line)
     return findings
+
+
+def _kind_note(block: Block, path: Path) -> str:
+    """Which kind of block ``block`` is, and what made it so."""
+    toml = path.suffix.lower() == ".toml"
+    if block.kind != kind_of(block.heading):
+        written = f'kind = "{block.kind}"' if toml else f"{{.{block.kind}}}"
+        return f"a {block.kind} block, as its {written} says"
+    if block.kind == SECTION:
+        choose = 'kind = "…"' if toml else "{.kind} after the heading"
+        return f"a plain section: its heading implies no kind ({choose} picks one)"
+    return f"a {block.kind} block, from its heading's words"
 
 
 def _fragments(issue: Issue) -> Iterator[tuple[str, Markdown]]:
@@ -221,6 +258,13 @@ def _check_fragment(fragment: Markdown) -> Iterator[tuple[Severity, str, int | N
                         f"link text {text!r} says nothing out of context; name where the link goes",
                         line_of(block_token, text),
                     )
+                elif BARE_URL.match(text) or text == (href or "").split("://", 1)[-1]:
+                    yield (
+                        "warning",
+                        f"link text {text!r} is a bare URL: it tells a reader little and reads "
+                        "badly aloud; name where the link goes",
+                        line_of(block_token, text),
+                    )
                 href = None
     if images and words < 10:
         yield (
@@ -264,8 +308,17 @@ def check_composed(issue: Issue, composed: list[ComposedIssue], config: Config) 
         for year in sorted({int(y) for y in COPYRIGHT_YEAR.findall(variant.html + variant.text)}):
             if year != issue.date.year:
                 add("warning", f"the © year {year} is not the issue's year {issue.date.year}")
-        for message in _colour_findings(variant.html):
+        tree = lxml_html.fromstring(variant.html)
+        for message in _colour_findings(tree):
             add("warning", message)
+        images, characters = _images_and_text(tree)
+        if images and characters < MIN_TEXT_PER_IMAGE * images:
+            add(
+                "warning",
+                f"the {variant.tier} email has {images} image(s) and {characters:,} characters "
+                f"of text, under {MIN_TEXT_PER_IMAGE:,} an image: the images fill more of it "
+                "than the words, and with images blocked it looks empty",
+            )
         if variant.word_count > MAX_WORDS:
             add(
                 "warning",
@@ -288,9 +341,19 @@ _HIDDEN = re.compile(r"display\s*:\s*none")
 _RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
 
 
-def _colour_findings(html: str) -> Iterator[str]:
+def _images_and_text(tree: lxml_html.HtmlElement) -> tuple[int, int]:
+    """The images of an email and the length of its visible text, in characters of body
+    text: a wide (CJK) character takes the room of two."""
+    body = tree.find("body")
+    if body is None:
+        return 0, 0
+    text = " ".join(body.text_content().split())
+    wide = sum(east_asian_width(char) in "WF" for char in text)
+    return len(body.findall(".//img")), len(text) + wide
+
+
+def _colour_findings(tree: lxml_html.HtmlElement) -> Iterator[str]:
     """Text colours too faint on their own background, or on a dark one with no override."""
-    tree = lxml_html.fromstring(html)
     overridden = _dark_mode_coloured(tree)
     reported: set[str] = set()
     for element in tree.iter():

@@ -33,6 +33,7 @@ base_url = "https://news.example.com"
 # unsubscribe_mailto = "unsubscribe@example.com"  # a second List-Unsubscribe target
 address = "1 Example Street, Springfield"   # the postal address in every footer
 test_recipients = ["editor@example.com"]    # who `newsletter send-test` sends to
+lang = "en"                                 # the issues' language: quotes, <html lang>
 # Your own templates, searched before the defaults file by file;
 # `newsletter templates copy NAME` starts one from the default.
 # templates = "templates"

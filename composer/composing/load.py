@@ -16,24 +16,27 @@ from typing import Any
 
 from composer.composing.markdown import parse
 from composer.errors import IssueError
-from composer.model import Block, Issue, Markdown, StoryItem
+from composer.model import LANGUAGE_TAG, Block, Issue, Markdown, StoryItem
 
 FRONT_MATTER_FENCE = "+++"
 PAYWALL_MARKER = "<!-- paywall -->"
 PAYWALL_KIND = "paywall"
 BIG_STORY = "big-story"
+SECTION = "section"  # the kind of a block whose heading implies none
 
-_FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader")
+_FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader", "lang")
 _TOML_KEYS = (*_FRONT_MATTER_KEYS, "lede", "blocks")
 _BLOCK_KEYS = ("heading", "kind", "body", "items")
 _ITEM_KEYS = ("lead", "body")
 
-# Headings that imply a kind when no `{.kind}` attribute is given, tried in order.
-_KIND_BY_HEADING = (
+# Headings that imply a kind when no `{.kind}` attribute is given: by their first words,
+# tried in order, then by their last ("This Week's China News").
+_KIND_BY_HEADING_START = (
     ("the big story", BIG_STORY),
     ("why it matters", "why-it-matters"),
     ("what happened", "what-happened"),
 )
+_KIND_BY_HEADING_END = (("news", "news"),)
 _KIND_ATTRIBUTE = re.compile(r"^(?P<heading>.*?)\s*\{\.(?P<kind>[^}\s]*)\}\s*$")
 _VALID_KIND = re.compile(r"^[a-z][a-z0-9-]*$")
 # A bold lead ending in a colon, the colon inside or just after the bold: "**LEAD:** body".
@@ -196,6 +199,14 @@ def _front_matter(
         values[key] = " ".join(_visible(path, value, key, where.find(key)).split())
     if not values["title"]:
         raise IssueError(path, "the title is empty; write the issue's title", where.find("title"))
+    lang = raw.get("lang", "")
+    if not isinstance(lang, str) or (lang and not LANGUAGE_TAG.match(lang)):
+        raise IssueError(
+            path,
+            'lang must be a language tag in quotes, such as lang = "en" or lang = "de-CH"',
+            where.find("lang"),
+        )
+    values["lang"] = lang
     return values
 
 
@@ -210,6 +221,7 @@ def _issue(
         subtitle=meta["subtitle"],
         author=meta["author"],
         preheader=meta["preheader"] or meta["subtitle"],
+        lang=meta["lang"],
         lede=lede,
         blocks=tuple(blocks),
         paywall=paywall,
@@ -219,10 +231,14 @@ def _issue(
 def kind_of(heading: str) -> str:
     """The block kind a heading implies by its words."""
     words = " ".join(heading.lower().split())
-    for prefix, kind in _KIND_BY_HEADING:
+    for prefix, kind in _KIND_BY_HEADING_START:
         if words.startswith(prefix):
             return kind
-    return "section"
+    last_words = f" {words.rstrip(' .:!?')}"
+    for suffix, kind in _KIND_BY_HEADING_END:
+        if last_words.endswith(f" {suffix}"):
+            return kind
+    return SECTION
 
 
 # --- Markdown -----------------------------------------------------------------------------

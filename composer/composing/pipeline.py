@@ -19,6 +19,7 @@ from composer.composing.load import load_issue
 from composer.composing.mjml_html import mjml_to_html
 from composer.composing.render import UNSUBSCRIBE_URL, render_mjml, web_url
 from composer.composing.text import render_text
+from composer.composing.typography import typeset
 from composer.composing.validate import block_kinds, validate_issue
 from composer.config import Config
 from composer.model import Issue, Tier
@@ -69,11 +70,12 @@ def compose(issue: Issue, config: Config, tier: Tier) -> ComposedIssue:
     mjml = render_mjml(issue, config, tier)
     html = inline_css(mjml_to_html(mjml))
     text = render_text(issue, config, tier)
+    typeset_issue = typeset(issue, config)
     return ComposedIssue(
         issue=issue,
         tier=tier,
-        subject=issue.title,
-        preheader=issue.preheader,
+        subject=typeset_issue.title,
+        preheader=typeset_issue.preheader,
         web_url=web_url(issue, config),
         mjml=mjml,
         html=html,

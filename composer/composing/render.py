@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from composer.composing.markdown import inline_to_html, split_first_paragraph, to_html
 from composer.composing.templates import DEFAULT_TEMPLATES, LayeredLoader, search_path
+from composer.composing.typography import typeset
 from composer.config import Config
 from composer.errors import TemplateError
 from composer.model import Block, Issue, Tier
@@ -65,14 +66,17 @@ def web_url(issue: Issue, config: Config) -> str:
 def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
     """The MJML source of ``issue`` as readers of ``tier`` get it."""
     environment = template_environment(config.newsletter.templates)
+    issue = typeset(issue, config)
+    lang = issue.lang
     context = {
         "issue": issue,
+        "lang": lang,
         "newsletter": config.newsletter,
         "preheader": issue.preheader,
         "date_text": f"{issue.date:%A}, {issue.date.day} {issue.date:%B %Y}",
         "year": issue.date.year,
-        "lede_html": Markup(to_html(issue.lede.text)) if issue.lede.text else "",
-        "blocks": [_block_view(block) for block in issue.blocks_for(tier)],
+        "lede_html": Markup(to_html(issue.lede.text, lang)) if issue.lede.text else "",
+        "blocks": [_block_view(block, lang) for block in issue.blocks_for(tier)],
         "tier": tier,
         "cut": issue.is_cut_for(tier),
         "web_url": web_url(issue, config),
@@ -91,14 +95,14 @@ def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
         raise TemplateError(f"a template uses an unknown value: {exc.message}") from exc
 
 
-def _block_view(block: Block) -> BlockView:
+def _block_view(block: Block, lang: str) -> BlockView:
     items = []
     for item in block.items:
-        first, rest = split_first_paragraph(item.body.text)
+        first, rest = split_first_paragraph(item.body.text, lang)
         items.append(ItemView(item.lead, Markup(first), Markup(rest)))
     return BlockView(
         kind=block.kind,
-        heading_html=Markup(inline_to_html(block.heading)),
-        body_html=Markup(to_html(block.body.text)) if block.body.text else Markup(""),
+        heading_html=Markup(inline_to_html(block.heading, lang)),
+        body_html=Markup(to_html(block.body.text, lang)) if block.body.text else Markup(""),
         items=tuple(items),
     )

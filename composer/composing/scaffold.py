@@ -30,7 +30,7 @@ TK
 
 TK
 
-## This Week's News {{.news}}
+## This Week's News
 
 - [TK headline](https://example.com/) — one line on why it matters.
 
@@ -68,7 +68,6 @@ TK
 
 [[blocks]]
 heading = "This Week's News"
-kind = "news"
 body = """
 - [TK headline](https://example.com/) — one line on why it matters.
 """

@@ -2,7 +2,8 @@
 
 Headings stand on their own lines (block headings in capitals, underlined),
 paragraphs are wrapped at 72 columns, lists and quotes keep their markers, and
-every link is written out as its URL so a text-only reader can follow it.
+every link and image is written out with its URL so a text-only reader can
+follow it. Story leads keep the editor's case, as in the HTML.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from markdown_it.token import Token
 
 from composer.composing.markdown import parse
 from composer.composing.render import UNSUBSCRIBE_URL, web_url
+from composer.composing.typography import typeset
 from composer.config import Config
 from composer.model import Issue, Tier
 
@@ -24,21 +26,23 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     """The plain-text body of ``issue`` as readers of ``tier`` get it."""
     name = config.newsletter.name
     url = web_url(issue, config)
+    issue = typeset(issue, config)
+    lang = issue.lang
     parts = [name.upper(), "=" * len(name), "", _wrap(issue.title)]
     if issue.subtitle:
-        parts.append(_wrap(issue.subtitle))
+        parts += ["", _wrap(issue.subtitle)]
     byline = f"{issue.date.day} {issue.date:%B %Y}"
     parts += ["", f"By {issue.author} · {byline}" if issue.author else byline]
     parts += ["", f"Read it on the web: {url}"]
     if issue.lede.text:
-        parts += ["", markdown_to_text(issue.lede.text)]
+        parts += ["", markdown_to_text(issue.lede.text, lang)]
     for block in issue.blocks_for(tier):
-        heading = _inline_text(parse(block.heading)).upper()
+        heading = _inline_text(parse(block.heading, lang)).upper()
         parts += ["", "", heading, "-" * min(len(heading), WIDTH)]
         if block.body.text:
-            parts += ["", markdown_to_text(block.body.text)]
+            parts += ["", markdown_to_text(block.body.text, lang)]
         for item in block.items:
-            parts += ["", markdown_to_text(f"{item.lead.upper()}: {item.body.text}")]
+            parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}", lang)]
     if issue.is_cut_for(tier):
         parts += ["", "", "The rest of this issue is for paid subscribers.", f"Keep reading: {url}"]
     parts += ["", "", "-- ", f"© {issue.date.year} {name}"]
@@ -48,9 +52,9 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     return "\n".join(parts)
 
 
-def markdown_to_text(text: str) -> str:
-    """Markdown as readable plain text, wrapped at :data:`WIDTH` columns."""
-    return "\n\n".join(_blocks(parse(text), WIDTH)).rstrip()
+def markdown_to_text(text: str, lang: str) -> str:
+    """Markdown as readable plain text in language ``lang``, wrapped at :data:`WIDTH` columns."""
+    return "\n\n".join(_blocks(parse(text, lang), WIDTH)).rstrip()
 
 
 def _blocks(tokens: Sequence[Token], width: int) -> list[str]:
@@ -145,9 +149,12 @@ def _inline_text(tokens: Sequence[Token]) -> str:
             if href and href not in (label, f"mailto:{label}"):
                 out.append(f" ({href})")
         elif token.type == "image":
-            alt = token.content or "image"
-            title = token.attrGet("title")
-            out.append(f"[{alt}{': ' + str(title) if title else ''}]")
+            # The HTML shows the caption under the image: here it follows on its own line.
+            alt = f"Image: {token.content}" if token.content else "Image"
+            caption = token.attrGet("title")
+            out.append(f"[{alt}] ({token.attrGet('src') or ''})")
+            if caption:
+                out.append(f"\n{caption}")
     return "".join(out)
 
 

@@ -15,12 +15,14 @@ from xml.etree import ElementTree as ET
 
 from composer.composing.load import load_issue
 from composer.composing.render import web_url
+from composer.composing.typography import typeset
 from composer.config import Config
 from composer.errors import NewsletterError
 from composer.model import Issue
 
 log = logging.getLogger(__name__)
 ATOM = "http://www.w3.org/2005/Atom"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 ISSUE_SUFFIXES = (".md", ".toml")
 
 
@@ -57,8 +59,9 @@ def atom_feed(issues: list[Issue], config: Config) -> bytes:
     _child(feed, "link", href=f"{base}/", rel="alternate", type="text/html")
     author = _child(feed, "author")
     _child(author, "name", config.newsletter.name)
-    for issue in issues:
+    for issue in (typeset(issue, config) for issue in issues):
         entry = _child(feed, "entry")
+        entry.set(XML_LANG, issue.lang)
         url = web_url(issue, config)
         _child(entry, "id", url)
         _child(entry, "title", issue.title)

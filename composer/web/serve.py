@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from composer.composing.pipeline import compose, generic_unsubscribe_url
+from composer.composing.typography import typeset
 from composer.config import Config, SubscriberSettings
 from composer.errors import InvalidToken, NewsletterError
 from composer.model import Issue
@@ -46,7 +47,7 @@ from composer.web.guards import BodyLimit, SecurityHeaders
 log = logging.getLogger(__name__)
 
 _PAGE = """<!doctype html>
-<html lang="en">
+<html lang="{{ lang }}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -95,7 +96,7 @@ Use that link in any issue you received, or reply to the email and ask to be rem
 {% endblock %}""",
     "archive.html": """{% extends "page.html" %}{% block body %}
 {% for issue in issues %}
-<p><a href="{{ issue_url(issue) }}">{{ issue.title }}</a><br>
+<p lang="{{ issue.lang }}"><a href="{{ issue_url(issue) }}">{{ issue.title }}</a><br>
 <span class="small">{{ issue.date.isoformat() }}{% if issue.subtitle %}
  · {{ issue.subtitle }}{% endif %}</span></p>
 {% else %}
@@ -148,7 +149,11 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
     templates = Environment(
         loader=DictLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
     )
-    site = {"newsletter": config.newsletter.name, "address": config.newsletter.address}
+    site = {
+        "newsletter": config.newsletter.name,
+        "address": config.newsletter.address,
+        "lang": config.newsletter.lang,
+    }
 
     def page(name: str, title: str, status_code: int = 200, **values: object) -> HTMLResponse:
         html = templates.get_template(name).render(title=title, **site, **values)
@@ -169,7 +174,7 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
             "archive.html",
             "Archive",
             public=True,
-            issues=issues,
+            issues=[typeset(issue, config) for issue in issues],
             issue_url=lambda issue: f"{base}/issues/{issue.slug}",
             feed_url=f"{base}/feed.xml",
         )

@@ -84,7 +84,7 @@ def serve_preview(
         else:
             findings = snapshot.findings or ()
             errors = sum(f.severity == "error" for f in findings)
-            warnings = len(findings) - errors
+            warnings = sum(f.severity == "warning" for f in findings)
             echo(
                 f"{now} composed in {snapshot.milliseconds:.0f} ms:"
                 f" {errors} error(s), {warnings} warning(s)"
