@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # save (write a temporary file, rename it over the old one) lands as one batch.
 WATCH_STEP_MS = 15
 CHECK_DELAY_SECONDS = 0.1
+# How long after watching a new folder to look at it again, by when the watch is up.
+REWATCH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class Preview:
         return asyncio.create_task(self._watch(self._stopping))
 
     async def _watch(self, stopping: asyncio.Event) -> None:
+        lock = asyncio.Lock()
+        catch_up: asyncio.Task[None] | None = None
         while not stopping.is_set():
             watched = self.watched_paths()
             async for _changes in awatch(
@@ -148,16 +152,28 @@ class Preview:
                 step=WATCH_STEP_MS,
                 stop_event=stopping,
             ):
-                snapshot = await run_in_threadpool(self.recompose)
-                self._publish(snapshot)
-                # The pages fetch the new email now; the check would hold the GIL
-                # against that, so it waits its turn. Nobody reads findings that fast.
-                await asyncio.sleep(CHECK_DELAY_SECONDS)
-                checked = await run_in_threadpool(self.check, snapshot)
-                if checked is not snapshot:
-                    self._publish(checked)
+                await self._refresh(lock)
                 if self.watched_paths() != watched:
-                    break  # a new templates folder or subfolder: watch afresh
+                    # A new templates folder or subfolder: watch afresh. A file written
+                    # into it before the new watch is up has no event of its own (a
+                    # template copied, then edited at once), so look again once it is.
+                    catch_up = asyncio.create_task(self._refresh(lock, REWATCH_SECONDS))
+                    break
+        if catch_up is not None:
+            catch_up.cancel()
+
+    async def _refresh(self, lock: asyncio.Lock, delay: float = 0.0) -> None:
+        """Recompose and publish, then check and publish again, one refresh at a time."""
+        await asyncio.sleep(delay)
+        async with lock:
+            snapshot = await run_in_threadpool(self.recompose)
+            self._publish(snapshot)
+            # The pages fetch the new email now; the check would hold the GIL against
+            # that, so it waits its turn. Nobody reads findings that fast.
+            await asyncio.sleep(CHECK_DELAY_SECONDS)
+            checked = await run_in_threadpool(self.check, snapshot)
+            if checked is not snapshot:
+                self._publish(checked)
 
     def _publish(self, snapshot: Snapshot) -> None:
         for stream in self._streams:
