@@ -286,4 +286,19 @@ def _address(value: str | None, where: str, report: Callable[[str], None]) -> Ad
         report(f"{where} is not an email address: {value!r}")
         return None
     username, domain = addr.rsplit("@", 1)
+    if not username.isascii():
+        report(
+            f"{where} needs a plain ASCII name before the @ (every server can take it): {value!r}"
+        )
+        return None
+    if not domain.isascii():
+        # Headers, the envelope and Message-IDs carry the domain's ASCII (punycode) form,
+        # by the rules readers' addresses are checked with.
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            domain = validate_email(addr, check_deliverability=False).ascii_domain
+        except EmailNotValidError as exc:
+            report(f"{where} is not an email address: {value!r} ({exc})")
+            return None
     return Address(display_name=display, username=username, domain=domain)

@@ -169,3 +169,34 @@ def test_a_timeout_or_rate_that_is_zero_or_not_a_finite_number_is_refused(
     result = CliRunner().invoke(cli, ["build", str(EXAMPLE_MD), "--config", str(bad)])
     assert result.exit_code == 2, result.output
     assert result.output.splitlines() == [f"Error: {bad}: {problem}"]
+
+
+def test_a_sender_with_an_international_domain_builds_with_its_punycode_form(
+    run_cli, tmp_path, config_path
+):
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace("<news@example.com>", "<news@bücher.example>"), encoding="utf-8"
+    )
+    result = run_cli("build", EXAMPLE_MD, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    eml = (tmp_path / "out" / "2024-05-03-example.eml").read_bytes()
+    message = email.message_from_bytes(eml, policy=policy.default)
+    assert message["From"].addresses[0].domain == "xn--bcher-kva.example"
+    assert message["Message-ID"].endswith("@xn--bcher-kva.example>")
+
+
+def test_a_sender_whose_name_before_the_at_is_not_ascii_is_one_config_line(
+    run_cli, tmp_path, config_path
+):
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace("<news@example.com>", "<nachrichten-ü@example.com>"), encoding="utf-8"
+    )
+    result = run_cli("build", EXAMPLE_MD, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {config_path}: [newsletter] from needs a plain ASCII name before the @"
+        " (every server can take it): 'China Boss News <nachrichten-ü@example.com>'"
+    ]
+    assert not (tmp_path / "out").exists()
