@@ -91,6 +91,13 @@ def test_preheader_is_the_hidden_preview_text(paid):
     assert hidden.text_content().strip() == paid.preheader
 
 
+def test_head_names_both_colour_schemes_for_apple_mail_and_outlook(paid):
+    tree = lxml_html.fromstring(paid.html)
+    for name in ("color-scheme", "supported-color-schemes"):
+        assert tree.xpath(f"//head/meta[@name='{name}']/@content") == ["light dark"]
+    assert paid.html.startswith("<!DOCTYPE html>")
+
+
 def test_plain_text_has_every_heading_paragraph_and_link_url_and_no_tags(paid):
     issue = load_issue(EXAMPLE_MD)
     for block in issue.blocks:
