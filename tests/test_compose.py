@@ -98,6 +98,12 @@ def test_head_names_both_colour_schemes_for_apple_mail_and_outlook(paid):
     assert paid.html.startswith("<!DOCTYPE html>")
 
 
+def test_images_keep_their_pixel_width_for_outlook(paid):
+    images = lxml_html.fromstring(paid.html).xpath("//img")
+    assert images and all(image.get("width") == "584" for image in images)
+    assert all(image.get("height") is None for image in images)
+
+
 def test_plain_text_has_every_heading_paragraph_and_link_url_and_no_tags(paid):
     issue = load_issue(EXAMPLE_MD)
     for block in issue.blocks:

@@ -41,5 +41,10 @@ def inline_css(html: str) -> str:
             disable_validation=True,
             cssutils_logging_level=logging.CRITICAL,
             exclude_pseudoclasses=True,
+            # premailer copies CSS sizes into attributes, overwriting the templates' own:
+            # an image's width="584", the pixel width Outlook for Windows lays it out at,
+            # became "100%", and height: auto became height="auto". MJML writes the size
+            # attributes Outlook needs itself.
+            disable_basic_attributes=["width", "height"],
         ).transform()
     )
