@@ -25,6 +25,9 @@ from tests.smtp_server import SmtpServer
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MD = ROOT / "issues" / "2024-05-03-example.md"
 EXAMPLE_TOML = ROOT / "issues" / "2024-05-03-example.toml"
+# A second issue, unlike the example in its blocks and words (a table, an h4, a
+# "What happened" after the paywall), for checks that must not fit one issue only.
+SECOND_ISSUE = ROOT / "tests" / "fixtures" / "2024-06-14-second.md"
 
 CONFIG_TEXT = """
 [newsletter]
@@ -54,6 +57,14 @@ def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def config(config_path: Path) -> Config:
     return load_config(config_path)
+
+
+@pytest.fixture(scope="module")
+def module_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The same config for a module's shared fixtures, in a folder of its own."""
+    path = tmp_path_factory.mktemp("config") / "config.toml"
+    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    return load_config(path)
 
 
 @pytest.fixture

@@ -90,10 +90,36 @@ def test_css_is_inlined_and_media_queries_are_kept(paid):
     assert "mso-table-lspace" in paid.html
 
 
-def test_preheader_is_the_hidden_preview_text(paid):
+def test_preheader_is_the_hidden_preview_text_then_spacers_and_has_no_colour(paid):
     tree = lxml_html.fromstring(paid.html)
-    hidden = tree.xpath("//body/div[contains(@style,'display:none')]")[0]
-    assert hidden.text_content().strip() == paid.preheader
+    hidden = tree.xpath("//div[contains(@style,'display:none')]")[0]
+    text = hidden.text_content()
+    assert text.startswith(paid.preheader)
+    # Spacers keep inboxes from previewing "View this issue in your browser" after it.
+    assert set(text.removeprefix(paid.preheader)) == {"\u034f", "\u200c", "\u00a0"}
+    assert len(text) - len(paid.preheader) >= 150
+    # Text the colour of its background is what spam filters score (HTML_FONT_LOW_CONTRAST).
+    assert "color" not in hidden.get("style")
+    assert "mso-hide:all" in hidden.get("style")
+
+
+def test_no_preheader_means_no_hidden_preview_text(write_issue, config):
+    path = write_issue('+++\ntitle = "T"\ndate = 2024-05-03\n+++\n\nText.\n')
+    html = compose_file(path, config, "paid").html
+    assert "display:none" not in html
+
+
+def test_head_names_both_colour_schemes_for_apple_mail_and_outlook(paid):
+    tree = lxml_html.fromstring(paid.html)
+    for name in ("color-scheme", "supported-color-schemes"):
+        assert tree.xpath(f"//head/meta[@name='{name}']/@content") == ["light dark"]
+    assert paid.html.startswith("<!DOCTYPE html>")
+
+
+def test_images_keep_their_pixel_width_for_outlook(paid):
+    images = lxml_html.fromstring(paid.html).xpath("//img")
+    assert images and all(image.get("width") == "584" for image in images)
+    assert all(image.get("height") is None for image in images)
 
 
 def test_plain_text_has_every_heading_paragraph_and_link_url_and_no_tags(paid):
