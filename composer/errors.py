@@ -15,7 +15,8 @@
         ├── SmtpReplyError                   the server refused one message (code, reply, stage)
         ├── SmtpConnectionLost (ConnectionError) dropped, timed out or out of step:
         │                                    the connection is discarded
-        └── DispatchLocked                   another process is sending the same issue
+        ├── DispatchLocked                   another process is sending the same issue
+        └── AlreadyDispatched                the same content went out in another dispatch
 
 Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
 into these once, at the stage that calls the library, chained with ``from exc``.
@@ -142,6 +143,11 @@ class SmtpConnectionLost(SendError, ConnectionError):
 
 class DispatchLocked(SendError):
     """Another process holds the dispatch lock of this issue."""
+
+
+class AlreadyDispatched(SendError):
+    """The issue's content was already sent in another dispatch (a copy of the file under
+    another id); ``send --again`` sends it all the same."""
 
 
 # Internal signals: never shown as they are, always caught by the stage above.

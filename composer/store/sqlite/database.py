@@ -119,6 +119,16 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     """,
     # 4: one row per address whatever its letter case (keys lower-cased, rows merged).
     merge_case_duplicates,
+    # 5: what finds a dispatch again besides its key (composer.store.deliveries.IssueIdentity):
+    # the file name, id and content digest of the issue it last sent. Dispatches from
+    # before were keyed by the file name, so that is their slug; their id and content
+    # stay unknown (NULL) until they are next resumed.
+    """
+    ALTER TABLE dispatches ADD COLUMN slug TEXT NOT NULL DEFAULT '';
+    ALTER TABLE dispatches ADD COLUMN issue_id TEXT;
+    ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
+    UPDATE dispatches SET slug = issue;
+    """,
 )
 
 

@@ -31,7 +31,7 @@ from composer.store import (
 from composer.store.sqlite.database import connect, migrate, moment_text, now_text, unusable
 
 if TYPE_CHECKING:
-    from composer.store.deliveries import TracedDelivery
+    from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
     from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
 SUBSCRIBER_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
@@ -261,12 +261,20 @@ class SqliteSubscriberStore:
             counts[cast(Status, status)] = count
         return counts
 
-    def deliveries(self, issue: str) -> SqliteDispatchJournal:
+    def deliveries(
+        self, issue: str, identity: IssueIdentity | None = None
+    ) -> SqliteDispatchJournal:
         """The delivery record and dispatch lock of ``issue``, on connections of its own."""
         # Imported here: the delivery record builds on this module (rows, bounces).
         from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
-        return SqliteDispatchJournal(self.path, issue)
+        return SqliteDispatchJournal(self.path, issue, identity)
+
+    def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
+        """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
+        from composer.store.sqlite.deliveries import find_dispatches
+
+        return find_dispatches(self._db, issue)
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
