@@ -5,6 +5,7 @@
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
+    │   └── StoreBusy                        another process holds its write lock too long
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
@@ -71,6 +72,11 @@ class IssueError(NewsletterError):
 
 class StoreError(NewsletterError):
     """The subscriber database cannot be opened, is not SQLite, or is from a newer release."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the subscriber database's write lock for longer than a
+    command waits; nothing was written (or, for an import, the batches saved before)."""
 
 
 class SubscriberFileError(NewsletterError):

@@ -157,11 +157,24 @@ class SubscriberStore(Protocol):
     ) -> None: ...
 
 
-def open_store(settings: SubscriberSettings) -> SubscriberStore:
-    """Open (creating and migrating on first use) the store ``[subscribers]`` names."""
+def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> SubscriberStore:
+    """Open (creating and migrating on first use) the store ``[subscribers]`` names, and
+    apply the unsubscribes ``newsletter serve`` queued while it was busy
+    (:mod:`composer.store.pending`), so that no command acts on a reader who has left.
+    ``serve`` itself, which applies its queue in the background, opens it with
+    ``apply_queued=False``: a page is never kept waiting for a busy database."""
+    from composer.store.pending import PendingUnsubscribes
     from composer.store.sqlite import SqliteSubscriberStore
 
-    return SqliteSubscriberStore(settings.database)
+    store = SqliteSubscriberStore(settings.database)
+    pending = PendingUnsubscribes(settings.database)
+    if apply_queued and pending.waiting():
+        try:
+            pending.apply(store)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def address_key(normalized: str) -> str:

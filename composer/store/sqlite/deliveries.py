@@ -41,7 +41,7 @@ from composer.store.deliveries import (
     lock_is_stale,
     still_to_send,
 )
-from composer.store.sqlite.database import connect, now_text
+from composer.store.sqlite.database import busy, connect, now_text
 from composer.store.sqlite.subscribers import (
     SUBSCRIBER_COLUMNS,
     mark_bounced,
@@ -116,10 +116,7 @@ class SqliteDispatchJournal:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:  # busy past busy_timeout: another writer
-            raise StoreError(
-                f"{self.path}: the subscriber database is busy ({exc});"
-                " another newsletter command is writing to it: try again in a moment"
-            ) from exc
+            raise busy(self.path, exc) from exc
         try:
             holder = self._holder(self._db)
             if holder is not None and not lock_is_stale(holder, now, host):
