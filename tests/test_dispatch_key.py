@@ -130,6 +130,19 @@ def test_a_file_without_an_id_edited_mid_dispatch_continues_by_its_name(
     assert sum(smtp.received().values()) == 5
 
 
+def test_an_id_added_to_a_file_already_sent_continues_its_dispatch(send_config, smtp, tmp_path):
+    subscribe(send_config, 3)
+    path = issue_file(tmp_path, "weekly.md")
+    assert send(send_config, path).sent == 3
+    newcomers(send_config, "late@example.org")
+    path.write_text(with_id(path.read_text(), "0123456789ab"))
+    assert send(send_config, path).sent == 1
+    renamed = path.rename(path.with_name("weekly-renamed.md"))
+    renamed.write_text(renamed.read_text().replace("happened", "happens", 1))
+    assert send(send_config, renamed).sent == 0, "renamed and edited, it is found by the id"
+    assert sum(smtp.received().values()) == 4
+
+
 def test_the_same_content_under_another_id_is_refused_naming_the_dispatch_unless_again(
     send_config, smtp, tmp_path
 ):

@@ -220,8 +220,6 @@ def _repeat(issue: Issue, earlier: DispatchRecord) -> str:
     instead = ""
     if earlier.id:
         instead = f'; to continue that dispatch instead, give the file its id = "{earlier.id}"'
-    elif issue.id:
-        instead = "; to continue that dispatch instead, delete the file's id"
     return (
         f"{issue.path}: this issue's content was already sent as {earlier.slug}"
         f" ({earlier.sent:,} cop{'y' if earlier.sent == 1 else 'ies'} to {earlier.segment},"

@@ -238,22 +238,20 @@ def resumed_dispatch(
     """The dispatch that sending ``issue`` continues, among ``known``; None: a new one,
     under ``issue.key``.
 
-    An issue with an id continues the dispatch of that id. One without continues the
-    dispatch without an id of the same content (its file was renamed), else the one
-    without an id of the same file name (its file was edited). Either way, failing
-    those, a dispatch recorded before ids under the file's name: a resume after an
-    upgrade sends no one the issue again. The latest run wins a tie.
+    An issue with an id continues the dispatch of that id. Failing that, or without an
+    id, it continues a dispatch without one: of the same content (the file was
+    renamed), else of the same file name (the file was edited, or the dispatch was
+    recorded before ids, under the file's name: a resume after an upgrade sends no one
+    the issue again). A dispatch recorded with another id is another issue's. The
+    latest run wins a tie.
     """
 
     def order(record: DispatchRecord) -> int | None:
-        if issue.id and record.id == issue.id:
-            return 0
-        if not issue.id and not record.id and record.content is not None:
-            if record.content == issue.content:
-                return 0
-            if record.slug == issue.slug:
-                return 1
-        if record.content is None and record.slug == issue.slug:
+        if record.id:
+            return 0 if record.id == issue.id else None
+        if record.content == issue.content:
+            return 1
+        if record.slug == issue.slug:
             return 2
         return None
 
