@@ -5,6 +5,7 @@
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
+    │   └── StoreBusy                        another process holds its write lock too long
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
@@ -15,7 +16,8 @@
         ├── SmtpReplyError                   the server refused one message (code, reply, stage)
         ├── SmtpConnectionLost (ConnectionError) dropped, timed out or out of step:
         │                                    the connection is discarded
-        └── DispatchLocked                   another process is sending the same issue
+        ├── DispatchLocked                   another process is sending the same issue
+        └── AlreadyDispatched                the same content went out in another dispatch
 
 Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
 into these once, at the stage that calls the library, chained with ``from exc``.
@@ -70,6 +72,11 @@ class IssueError(NewsletterError):
 
 class StoreError(NewsletterError):
     """The subscriber database cannot be opened, is not SQLite, or is from a newer release."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the subscriber database's write lock for longer than a
+    command waits; nothing was written (or, for an import, the batches saved before)."""
 
 
 class SubscriberFileError(NewsletterError):
@@ -142,6 +149,11 @@ class SmtpConnectionLost(SendError, ConnectionError):
 
 class DispatchLocked(SendError):
     """Another process holds the dispatch lock of this issue."""
+
+
+class AlreadyDispatched(SendError):
+    """The issue's content was already sent in another dispatch (a copy of the file under
+    another id); ``send --again`` sends it all the same."""
 
 
 # Internal signals: never shown as they are, always caught by the stage above.

@@ -6,7 +6,10 @@ messages but left out of equality), and everything downstream reads only this.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +53,13 @@ class Block:
 @dataclass(frozen=True)
 class Issue:
     """One newsletter issue. ``paywall`` is how many blocks free readers get (None: no cut);
-    ``lang`` is its language tag, empty for the newsletter's own (``[newsletter] lang``)."""
+    ``lang`` is its language tag, empty for the newsletter's own (``[newsletter] lang``);
+    ``id`` the front matter's ``id``, which names its dispatch whatever the file is
+    called (empty: none given)."""
 
     path: Path = field(compare=False)
     slug: str
+    id: str
     title: str
     date: dt.date
     subtitle: str
@@ -73,3 +79,33 @@ class Issue:
     def is_cut_for(self, tier: Tier) -> bool:
         """Whether a reader of ``tier`` misses blocks and needs a "Keep reading" link."""
         return len(self.blocks_for(tier)) < len(self.blocks)
+
+
+def content_digest(issue: Issue) -> str:
+    """A SHA-256 (hex) of everything ``issue`` says: every field that compares but its
+    slug and its id. A renamed copy, its twin in the other format and a copy given
+    another id have the same digest, so a dispatch can tell an issue it has already sent.
+    A release that adds a field to the model changes the digest of every issue."""
+    said = {name: value for name, value in _fields(issue).items() if name not in ("slug", "id")}
+    text = json.dumps(said, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _fields(value: Issue | Block | StoryItem | Markdown) -> dict[str, object]:
+    """The fields of ``value`` that take part in equality (not source lines, not the
+    path), as plain JSON data."""
+    return {
+        item.name: _plain(getattr(value, item.name))
+        for item in dataclasses.fields(value)
+        if item.compare
+    }
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Block | StoryItem | Markdown):
+        return _fields(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

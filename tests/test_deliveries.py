@@ -15,6 +15,7 @@ from typing import get_args
 
 import pytest
 
+from composer.composing.load import load_issue
 from composer.config import load_config
 from composer.errors import DispatchLocked
 from composer.sending.send import send_issue
@@ -22,6 +23,7 @@ from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.deliveries import (
     LOCK_STALE_SECONDS,
     STATES,
+    IssueIdentity,
     Outcome,
     Recipient,
     State,
@@ -210,11 +212,12 @@ def test_a_dispatch_records_the_message_id_each_reader_received(send_config: Pat
     send_issue(EXAMPLE_MD, config, "all", settings=fast(send_config))
     messages = smtp.messages()
     assert len(messages) == 5
+    key = IssueIdentity.of(load_issue(EXAMPLE_MD)).key
     with open_store(config.subscribers) as store:
         for message in messages:
             found = store.find_delivery(str(message["Message-ID"]))
             assert found is not None, message["Message-ID"]
-            assert found.delivery.state == "sent" and found.delivery.issue == ISSUE
+            assert found.delivery.state == "sent" and found.delivery.issue == key
             assert found.subscriber.email == message["To"].addresses[0].addr_spec
 
 

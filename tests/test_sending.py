@@ -32,7 +32,7 @@ from composer.config import load_config
 from composer.errors import DispatchLocked, SmtpAuthError, SmtpConnectError
 from composer.sending.dispatch import DispatchSettings
 from composer.sending.personalise import MessageTemplate
-from composer.sending.send import addresses_for_test, send_issue
+from composer.sending.send import addresses_for_test, dispatch_status, send_issue
 from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
 from composer.store.deliveries import Recipient
@@ -835,9 +835,7 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config,
     assert "to resume" in err and "Traceback" not in err
     stored = len(smtp.folder.messages())
     assert stored < 300
-    config = load_config(send_config)
-    with open_store(config.subscribers) as store, store.deliveries(EXAMPLE_MD.stem) as journal:
-        counts = journal.status().counts
+    counts = dispatch_status(EXAMPLE_MD, load_config(send_config)).counts
     assert counts["sent"] == stored, "every message the server took is recorded as sent"
     assert counts["sending"] == 0
 

@@ -79,6 +79,11 @@ def send_test_command(
     is_flag=True,
     help="Also try again the recipients that failed for a temporary or server-side cause.",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Send content already sent in another dispatch (e.g. a copy under another id).",
+)
 @config_option
 def send(
     issue_path: Path,
@@ -88,6 +93,7 @@ def send(
     concurrency: int | None,
     rate: float | None,
     retry_failed: bool,
+    again: bool,
     config_path: Path,
 ) -> None:
     """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
@@ -97,7 +103,7 @@ def send(
 
     config = load_config(config_path)
     chosen = as_segment(segment)
-    plan = plan_send(issue_path, config, chosen, retry_failed=retry_failed)
+    plan = plan_send(issue_path, config, chosen, retry_failed=retry_failed, again=again)
     if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
         return
     with progress_display() as display:
@@ -107,6 +113,7 @@ def send(
             chosen,
             settings=dispatch_settings(config, concurrency, rate),
             retry_failed=retry_failed,
+            again=again,
             on_start=display.start,
             on_progress=display.update,
         )

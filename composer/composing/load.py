@@ -24,7 +24,7 @@ PAYWALL_KIND = "paywall"
 BIG_STORY = "big-story"
 SECTION = "section"  # the kind of a block whose heading implies none
 
-_FRONT_MATTER_KEYS = ("title", "date", "subtitle", "author", "preheader", "lang")
+_FRONT_MATTER_KEYS = ("id", "title", "date", "subtitle", "author", "preheader", "lang")
 _TOML_KEYS = (*_FRONT_MATTER_KEYS, "lede", "blocks")
 _BLOCK_KEYS = ("heading", "kind", "body", "items")
 _ITEM_KEYS = ("lead", "body")
@@ -39,6 +39,8 @@ _KIND_BY_HEADING_START = (
 _KIND_BY_HEADING_END = (("news", "news"),)
 _KIND_ATTRIBUTE = re.compile(r"^(?P<heading>.*?)\s*\{\.(?P<kind>[^}\s]*)\}\s*$")
 _VALID_KIND = re.compile(r"^[a-z][a-z0-9-]*$")
+# What `newsletter new` writes is 12 hex digits; an editor's own may be any such token.
+_VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A bold lead ending in a colon, the colon inside or just after the bold: "**LEAD:** body".
 _BOLD_LEAD = re.compile(
     r"^(?P<mark>\*\*|__)(?P<lead>\S(?:.*?\S)?)(?P<inner>:?)(?P=mark)(?P<outer>:?)"
@@ -207,6 +209,15 @@ def _front_matter(
             where.find("lang"),
         )
     values["lang"] = lang
+    issue_id = raw.get("id", "")
+    if "id" in raw and not (isinstance(issue_id, str) and _VALID_ID.match(issue_id)):
+        raise IssueError(
+            path,
+            "id must be a token in quotes (letters, digits, '.', '_' or '-', at most 64),"
+            ' such as id = "3f9a1c2b7e40"; `newsletter new` writes one',
+            where.find("id"),
+        )
+    values["id"] = issue_id
     return values
 
 
@@ -216,6 +227,7 @@ def _issue(
     return Issue(
         path=path,
         slug=path.stem,
+        id=meta["id"],
         title=meta["title"],
         date=meta["date"],
         subtitle=meta["subtitle"],

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from pathlib import Path
 
 from composer.errors import NewsletterError
 
 MARKDOWN_SKELETON = """\
 +++
+id = "{id}"  # names this issue's dispatch: keep it when you rename the file
 title = "TK: the issue's title"
 date = {date}
 subtitle = ""
@@ -42,6 +44,7 @@ TK
 """
 
 TOML_SKELETON = '''\
+id = "{id}"  # names this issue's dispatch: keep it when you rename the file
 title = "TK: the issue's title"
 date = {date}
 subtitle = ""
@@ -89,17 +92,24 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 def new_issue(
     issues_dir: Path, slug: str | None, *, as_toml: bool = False, today: dt.date | None = None
 ) -> Path:
-    """Write a skeleton issue dated ``today`` and return its path; never overwrite a file."""
+    """Write a skeleton issue dated ``today``, with an id of its own, and return its path;
+    never overwrite a file."""
     date = today or dt.date.today()
     path = issue_path(issues_dir, slug, as_toml=as_toml, date=date)
     skeleton = TOML_SKELETON if as_toml else MARKDOWN_SKELETON
     issues_dir.mkdir(parents=True, exist_ok=True)
     try:
         with path.open("x", encoding="utf-8") as file:
-            file.write(skeleton.format(date=date.isoformat()))
+            file.write(skeleton.format(id=_new_id(), date=date.isoformat()))
     except FileExistsError as exc:
         raise NewsletterError(f"{path} already exists; pick another slug") from exc
     return path
+
+
+def _new_id() -> str:
+    """A fresh issue id: 12 random hex digits (48 bits), so that no two issues of a
+    newsletter share one by chance."""
+    return secrets.token_hex(6)
 
 
 def issue_path(issues_dir: Path, slug: str | None, *, as_toml: bool, date: dt.date) -> Path:

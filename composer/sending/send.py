@@ -1,8 +1,10 @@
 """``send``, ``send-test`` and ``status``: the dispatch, read top to bottom.
 
 compose each tier once → serialise each once (MessageTemplate)
-  → take the issue's lock in its delivery record → stream the subscribers still to
-    send to → dispatch → release the lock with the result
+  → find the dispatch the issue continues (by its id or content, whatever the file is
+    called), refusing content already sent in another one unless ``again``
+  → take its lock in its delivery record → stream the subscribers still to send to
+  → dispatch → release the lock with the result
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
-from composer.errors import ConfigError
-from composer.model import Tier
+from composer.errors import AlreadyDispatched, ConfigError
+from composer.model import Issue, Tier
 from composer.sending.dispatch import (
     DispatchReport,
     DispatchSettings,
@@ -28,8 +30,16 @@ from composer.sending.dispatch import (
 )
 from composer.sending.personalise import MessageTemplate, PersonalCopy
 from composer.sending.transport import SmtpTransport, Transport, describe_server
-from composer.store import Segment, open_store, segment_tiers
-from composer.store.deliveries import DispatchJournal, DispatchStatus, Recipient
+from composer.store import Segment, SubscriberStore, open_store, segment_tiers
+from composer.store.deliveries import (
+    DispatchJournal,
+    DispatchRecord,
+    DispatchStatus,
+    IssueIdentity,
+    Recipient,
+    repeated_dispatches,
+    resumed_dispatch,
+)
 from composer.unsubscribe import UnsubscribeLinks
 
 
@@ -67,14 +77,20 @@ def dispatch_settings(
 
 
 def plan_send(
-    issue_path: Path, config: Config, segment: Segment, *, retry_failed: bool = False
+    issue_path: Path,
+    config: Config,
+    segment: Segment,
+    *,
+    retry_failed: bool = False,
+    again: bool = False,
 ) -> SendPlan:
     """Compose the issue and count who would get it; sends nothing, and needs neither the
-    server nor its password."""
+    server nor its password. Content already sent in another dispatch raises
+    :class:`AlreadyDispatched` unless ``again``."""
     composed = compose_file(issue_path, config, "paid")
     with (
         open_store(config.subscribers) as store,
-        store.deliveries(composed.issue.slug) as journal,
+        _journal(store, composed.issue, again=again) as journal,
     ):
         active = store.count_active(segment)
         done = active - _count_to_send(journal, segment, retry_failed)
@@ -88,12 +104,15 @@ def send_issue(
     *,
     settings: DispatchSettings | None = None,
     retry_failed: bool = False,
+    again: bool = False,
     transport: Transport | None = None,
     on_start: Callable[[SendPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SendResult:
     """Dispatch the issue to every active subscriber of ``segment`` not yet recorded as
-    sent. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight."""
+    sent, continuing its dispatch whatever the file is now called; content already sent
+    in another dispatch raises :class:`AlreadyDispatched` unless ``again``. Ctrl-C
+    (SIGINT) or SIGTERM stops after the messages in flight."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -103,12 +122,14 @@ def send_issue(
         for tier, composed in variants.items()
     }
     first = variants[segment_tiers(segment)[-1]]
-    slug = first.issue.slug
 
     def render(recipient: Recipient) -> PersonalCopy:
         return templates[recipient.tier].render(recipient)
 
-    with open_store(config.subscribers) as store, store.deliveries(slug) as journal:
+    with (
+        open_store(config.subscribers) as store,
+        _journal(store, first.issue, again=again) as journal,
+    ):
         journal.acquire(segment)
         active = store.count_active(segment)
         done = active - _count_to_send(journal, segment, retry_failed)
@@ -163,10 +184,49 @@ def send_test(
 
 
 def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
-    """Where the dispatch of the issue at ``issue_path`` stands."""
-    slug = load_issue(issue_path).slug
-    with open_store(config.subscribers) as store, store.deliveries(slug) as journal:
-        return journal.status()
+    """Where the dispatch of the issue at ``issue_path`` stands: the one ``send`` would
+    continue."""
+    identity = IssueIdentity.of(load_issue(issue_path))
+    with open_store(config.subscribers) as store:
+        key, _ = _dispatch_key(store, identity)
+        with store.deliveries(key, identity) as journal:
+            return journal.status()
+
+
+def _dispatch_key(
+    store: SubscriberStore, identity: IssueIdentity
+) -> tuple[str, list[DispatchRecord]]:
+    """The key of the dispatch the issue continues (or starts), and every dispatch
+    sharing its id, content or file name."""
+    known = store.dispatches(identity)
+    resumed = resumed_dispatch(identity, known)
+    return (resumed.key if resumed else identity.key), known
+
+
+def _journal(store: SubscriberStore, issue: Issue, *, again: bool) -> DispatchJournal:
+    """The delivery record that sending ``issue`` continues or starts; content already
+    sent under another key raises :class:`AlreadyDispatched` unless ``again``."""
+    identity = IssueIdentity.of(issue)
+    key, known = _dispatch_key(store, identity)
+    repeats = repeated_dispatches(identity, known, key)
+    if repeats and not again:
+        latest = max(repeats, key=lambda record: record.last_run_at)
+        raise AlreadyDispatched(_repeat(issue, latest))
+    return store.deliveries(key, identity)
+
+
+def _repeat(issue: Issue, earlier: DispatchRecord) -> str:
+    """Why ``issue`` is not sent: the dispatch ``earlier`` already sent its content."""
+    instead = ""
+    if earlier.id:
+        instead = f'; to continue that dispatch instead, give the file its id = "{earlier.id}"'
+    return (
+        f"{issue.path}: this issue's content was already sent as {earlier.slug}"
+        f" ({earlier.sent:,} cop{'y' if earlier.sent == 1 else 'ies'} to {earlier.segment},"
+        f" first on {earlier.started_at:%Y-%m-%d}, last on {earlier.last_run_at:%Y-%m-%d});"
+        f" sending it again would reach those readers twice. Add --again if that is what"
+        f" you want{instead}"
+    )
 
 
 def _count_to_send(journal: DispatchJournal, segment: Segment, retry_failed: bool) -> int:

@@ -33,7 +33,12 @@ from composer.model import Tier
 
 if TYPE_CHECKING:
     from composer.config import SubscriberSettings
-    from composer.store.deliveries import DispatchJournal, TracedDelivery
+    from composer.store.deliveries import (
+        DispatchJournal,
+        DispatchRecord,
+        IssueIdentity,
+        TracedDelivery,
+    )
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
@@ -123,8 +128,16 @@ class SubscriberStore(Protocol):
     def count_by_status(self) -> dict[Status, int]:
         """How many subscribers have each status (every status present, zero or more)."""
 
-    def deliveries(self, issue: str) -> DispatchJournal:
-        """The delivery record and dispatch lock of ``issue`` (its slug); close it after use."""
+    def deliveries(self, issue: str, identity: IssueIdentity | None = None) -> DispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``issue``; close it
+        after use. ``identity``, when given, is recorded with the dispatch when its lock
+        is taken, so that :meth:`dispatches` finds it by the issue's id, content or file
+        name (without it, the dispatch is found by its key as a file name)."""
+
+    def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
+        """Every dispatch recorded under ``issue``'s key, or with its id, content digest or
+        file name: the candidates of :func:`~composer.store.deliveries.resumed_dispatch`
+        and :func:`~composer.store.deliveries.repeated_dispatches`."""
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id`` (as in the header, angle brackets
@@ -144,11 +157,24 @@ class SubscriberStore(Protocol):
     ) -> None: ...
 
 
-def open_store(settings: SubscriberSettings) -> SubscriberStore:
-    """Open (creating and migrating on first use) the store ``[subscribers]`` names."""
+def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> SubscriberStore:
+    """Open (creating and migrating on first use) the store ``[subscribers]`` names, and
+    apply the unsubscribes ``newsletter serve`` queued while it was busy
+    (:mod:`composer.store.pending`), so that no command acts on a reader who has left.
+    ``serve`` itself, which applies its queue in the background, opens it with
+    ``apply_queued=False``: a page is never kept waiting for a busy database."""
+    from composer.store.pending import PendingUnsubscribes
     from composer.store.sqlite import SqliteSubscriberStore
 
-    return SqliteSubscriberStore(settings.database)
+    store = SqliteSubscriberStore(settings.database)
+    pending = PendingUnsubscribes(settings.database)
+    if apply_queued and pending.waiting():
+        try:
+            pending.apply(store)
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def address_key(normalized: str) -> str:

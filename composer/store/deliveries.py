@@ -9,6 +9,12 @@ exactly those :func:`still_to_send` says. The journal of one issue
 that issue; a lock whose holder stopped refreshing it for :data:`LOCK_STALE_SECONDS`,
 or whose process on this machine is gone, is taken over (:func:`lock_is_stale`).
 
+A dispatch is keyed by what renaming its file does not change (:class:`IssueIdentity`):
+the issue's ``id``, else a digest of its content. Sending an issue continues the
+dispatch :func:`resumed_dispatch` picks, which also finds one recorded before ids,
+under the file's name; another dispatch of the same content is a repeat
+(:func:`repeated_dispatches`), which ``send`` refuses unless asked.
+
 The rules here are the same for every store; a backend only reads and writes rows.
 """
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, assert_never, get_args
 
-from composer.model import Tier
+from composer.model import Issue, Tier, content_digest
 from composer.store import Segment, Subscriber
 
 # The closed vocabulary of where one reader's copy stands. ``bounced`` and ``complained``
@@ -31,6 +37,8 @@ State = Literal[
     "pending", "sending", "sent", "deferred", "failed", "bounced", "complained", "unknown"
 ]
 STATES: tuple[State, ...] = get_args(State)
+# The copies that reached, or may have reached, their reader: what a repeat would duplicate.
+MAY_HAVE_ARRIVED: tuple[State, ...] = ("sent", "bounced", "complained", "unknown", "sending")
 
 # Longer than the longest back-off (60 s): a live dispatch records something at least
 # that often, even when it is only waiting to retry.
@@ -105,7 +113,8 @@ class TracedDelivery:
 @dataclass(frozen=True, kw_only=True)
 class DispatchStatus:
     """Where a dispatch stands: counts per state, how many active subscribers of its
-    segment have no delivery yet, and every failure with the server's reply."""
+    segment have no delivery yet, and every failure with the server's reply. ``issue``
+    is the journal's name."""
 
     issue: str
     segment: Segment | None
@@ -114,6 +123,44 @@ class DispatchStatus:
     failures: list[Delivery]
     last_result: str
     running: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssueIdentity:
+    """What finds an issue's dispatch again: its ``id`` (empty: none), the digest of its
+    content (:func:`composer.model.content_digest`) and its file's name."""
+
+    slug: str
+    id: str
+    content: str
+
+    @classmethod
+    def of(cls, issue: Issue) -> IssueIdentity:
+        return cls(slug=issue.slug, id=issue.id, content=content_digest(issue))
+
+    @property
+    def key(self) -> str:
+        """The key of a new dispatch of this issue: its id, else its content's digest,
+        each prefixed so that neither can be taken for a file name (the key of every
+        dispatch recorded before ids)."""
+        return f"id:{self.id}" if self.id else f"sha256:{self.content}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchRecord:
+    """A dispatch as recorded: its key; the file name, id (empty: none) and content digest
+    of the issue it last sent (``content`` None: recorded before ids, keyed by the file
+    name); its segment and dates; and how many copies the server took or may have taken
+    (:data:`MAY_HAVE_ARRIVED`)."""
+
+    key: str
+    slug: str
+    id: str
+    content: str | None
+    segment: Segment
+    started_at: dt.datetime
+    last_run_at: dt.datetime
+    sent: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,9 +174,12 @@ class LockHolder:
 
 class DispatchJournal(Protocol):
     """The delivery record of one issue and its dispatch lock. Writes commit before
-    they return; :meth:`record` may be called from one other thread at a time."""
+    they return; :meth:`record` may be called from one other thread at a time.
+    ``issue`` is the dispatch's key; ``name`` what messages call it (the issue's file
+    name when the journal was opened for one, else the key)."""
 
     issue: str
+    name: str
 
     def acquire(self, segment: Segment) -> None:
         """Take this issue's dispatch lock for a run to ``segment``, or raise
@@ -180,6 +230,47 @@ def still_to_send(state: State | None, retryable: bool, *, retry_failed: bool) -
             return False
         case _:
             assert_never(state)
+
+
+def resumed_dispatch(
+    issue: IssueIdentity, known: Iterable[DispatchRecord]
+) -> DispatchRecord | None:
+    """The dispatch that sending ``issue`` continues, among ``known``; None: a new one,
+    under ``issue.key``.
+
+    An issue with an id continues the dispatch of that id. Failing that, or without an
+    id, it continues a dispatch without one: of the same content (the file was
+    renamed), else of the same file name (the file was edited, or the dispatch was
+    recorded before ids, under the file's name: a resume after an upgrade sends no one
+    the issue again). A dispatch recorded with another id is another issue's. The
+    latest run wins a tie.
+    """
+
+    def order(record: DispatchRecord) -> int | None:
+        if record.id:
+            return 0 if record.id == issue.id else None
+        if record.content == issue.content:
+            return 1
+        if record.slug == issue.slug:
+            return 2
+        return None
+
+    ranked = [(rank, record) for record in known if (rank := order(record)) is not None]
+    if not ranked:
+        return None
+    return min(ranked, key=lambda pair: (pair[0], -pair[1].last_run_at.timestamp()))[1]
+
+
+def repeated_dispatches(
+    issue: IssueIdentity, known: Iterable[DispatchRecord], key: str
+) -> list[DispatchRecord]:
+    """The dispatches other than ``key`` that already sent ``issue``'s content to
+    someone: sending it again would reach those readers twice."""
+    return [
+        record
+        for record in known
+        if record.key != key and record.content == issue.content and record.sent
+    ]
 
 
 def lock_is_stale(holder: LockHolder, now: float, this_host: str) -> bool:

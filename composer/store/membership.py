@@ -1,4 +1,5 @@
-"""Joining and leaving the list: address checks, ``subscribers add`` and ``remove``."""
+"""Joining and leaving the list: address checks, ``subscribers add`` and ``remove``, and a
+reader's own unsubscribe."""
 
 from __future__ import annotations
 
@@ -80,3 +81,14 @@ def remove_subscriber(store: SubscriberStore, email: str) -> tuple[Subscriber, b
     marked = store.mark_status(key, "unsubscribed", "removed by the editor")
     assert marked is not None
     return marked, True
+
+
+def record_unsubscribe(store: SubscriberStore, key: str, email: str, reason: str) -> Subscriber:
+    """Record that the reader ``key`` (``email`` as their link carries it) asked to leave.
+    An address no longer on the list (a database rebuilt from an old export) is added
+    unsubscribed, so that no later import can add it back. Doing it twice changes nothing."""
+    subscriber = store.mark_status(key, "unsubscribed", reason)
+    if subscriber is not None:
+        return subscriber
+    new = NewSubscriber(email=email, key=key, status="unsubscribed", status_reason=reason)
+    return store.save(new)[0]

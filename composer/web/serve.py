@@ -11,7 +11,11 @@ providers with the body ``List-Unsubscribe=One-Click``, and by the button on the
 confirmation page) and answers 200. ``GET`` only shows that confirmation page,
 because link scanners fetch every link in every email. A token that does not
 verify changes nothing and gets a 400 page; a GET without any token (the footer of
-a copy that went to no one in particular) explains where the real link is.
+a copy that went to no one in particular) explains where the real link is. While
+another process keeps the database locked, an unsubscribe is queued on the disk
+beside it (:mod:`composer.store.pending`), answered like any other, and applied in
+the background once the lock is free (:class:`LaterUnsubscribes`): a lock is never
+a 500 nor a lost unsubscribe.
 
 Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
 gets 413 unread, and every response, errors included, carries
@@ -21,8 +25,11 @@ as that page needs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,10 +44,12 @@ from starlette.types import ASGIApp
 from composer.composing.pipeline import compose, generic_unsubscribe_url
 from composer.composing.typography import typeset
 from composer.config import Config, SubscriberSettings
-from composer.errors import InvalidToken, NewsletterError
+from composer.errors import InvalidToken, NewsletterError, StoreBusy, StoreError
 from composer.model import Issue
-from composer.store import NewSubscriber, Subscriber, address_key, open_store
-from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
+from composer.store import Subscriber, address_key, open_store
+from composer.store.membership import record_unsubscribe
+from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
+from composer.unsubscribe import UnsubscribeLinks
 from composer.web.archive import atom_feed, find_published, published_issues
 from composer.web.guards import BodyLimit, SecurityHeaders
 
@@ -85,6 +94,10 @@ _TEMPLATES = {
     "already.html": """{% extends "page.html" %}{% block body %}
 <p><strong>{{ email }}</strong> is already unsubscribed from {{ newsletter }}.
 No more issues will be sent to it.</p>
+{% endblock %}""",
+    "unavailable.html": """{% extends "page.html" %}{% block body %}
+<p>Your request could not be recorded just now, so nothing was done.</p>
+<p>Please open the link from the email again in a few minutes.</p>
 {% endblock %}""",
     "done.html": """{% extends "page.html" %}{% block body %}
 <p><strong>{{ email }}</strong> will get no more issues of {{ newsletter }}.</p>
@@ -138,6 +151,9 @@ _PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 # The largest body accepted: one-click unsubscribes send 26 bytes, a browser's form a few
 # more; the other routes take none.
 MAX_BODY_BYTES = 4096
+# How long the queue of unsubscribes waits between tries at a busy database (each try
+# itself waits for the lock as long as any write does).
+RETRY_SECONDS = 1.0
 
 
 def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
@@ -145,6 +161,7 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
     ``issues_dir`` (default: ``issues/`` next to config.toml)."""
     issues_dir = issues_dir or config.path.resolve().parent / "issues"
     links = UnsubscribeLinks.from_config(config)
+    later = LaterUnsubscribes(config.subscribers)
     base = config.newsletter.base_url
     templates = Environment(
         loader=DictLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
@@ -212,13 +229,28 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
             # and refusing a provider whose body differs from RFC 8058's would only
             # leave someone subscribed who asked to leave. Scanners do not POST.
             await request.body()
-            subscriber = await run_in_threadpool(_unsubscribe, config.subscribers, key, token)
-            return page("done.html", "You are unsubscribed", email=subscriber.email)
-        found = await run_in_threadpool(_lookup, config.subscribers, key)
-        if found is not None and found.status != "active":
-            return page("already.html", "Already unsubscribed", email=found.email)
+            reason = f"unsubscribe link in {token.issue}" if token.issue else "unsubscribe link"
+            wish = QueuedUnsubscribe(key=key, email=token.key, reason=reason)
+            try:
+                email = await later.unsubscribe(wish)
+            except StoreError as exc:
+                log.error("an unsubscribe was not recorded: %s", exc.format_message())
+                return page("unavailable.html", "Not done", status_code=503)
+            return page("done.html", "You are unsubscribed", email=email)
+        try:
+            found = await run_in_threadpool(_lookup, config.subscribers, key)
+        except StoreBusy:
+            found = None
         email = found.email if found else token.key
+        left = found is not None and found.status != "active"
+        if left or await run_in_threadpool(later.queue.holds, key):
+            return page("already.html", "Already unsubscribed", email=email)
         return page("confirm.html", "Unsubscribe", email=email)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        later.start()  # what a previous run queued and could not apply
+        yield
 
     app = Starlette(
         routes=[
@@ -226,10 +258,57 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
             Route("/feed.xml", feed),
             Route("/issues/{slug}", issue_page),
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
     # Outside starlette's own error handling, so that a 500 carries the headers too.
     return SecurityHeaders(BodyLimit(app, MAX_BODY_BYTES), SECURITY_HEADERS)
+
+
+class LaterUnsubscribes:
+    """Unsubscribes that a busy database could not take at once: queued on the disk
+    beside it (:class:`PendingUnsubscribes`) and applied by a background task on the
+    server's event loop, retrying until the lock is free."""
+
+    def __init__(self, settings: SubscriberSettings) -> None:
+        self.settings = settings
+        self.queue = PendingUnsubscribes(settings.database)
+        self._task: asyncio.Task[None] | None = None
+
+    async def unsubscribe(self, wish: QueuedUnsubscribe) -> str:
+        """Record ``wish`` now, or queue it when the database is busy; the address to
+        show the reader. Raises :class:`StoreError` only when neither can be done."""
+        # While earlier ones wait, a new one joins them, so they apply in order.
+        if not await run_in_threadpool(self.queue.waiting):
+            try:
+                subscriber = await run_in_threadpool(_unsubscribe, self.settings, wish)
+            except StoreBusy as exc:
+                log.warning(
+                    "database busy (%s): unsubscribe queued in %s", exc.__cause__, self.queue.path
+                )
+            else:
+                return subscriber.email
+        await run_in_threadpool(self.queue.add, wish)
+        self.start()
+        return wish.email
+
+    def start(self) -> None:
+        """Apply the queue in the background until it is empty, unless that is under way."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._apply())
+
+    async def _apply(self) -> None:
+        while await run_in_threadpool(self.queue.waiting):
+            await asyncio.sleep(RETRY_SECONDS)
+            try:
+                await run_in_threadpool(_apply_queue, self.settings, self.queue)
+            except NewsletterError as exc:
+                log.warning("queued unsubscribes not applied yet: %s", exc.format_message())
+            except Exception:
+                # Kept on the disk: the next queued unsubscribe, restart or command
+                # tries again.
+                log.exception("queued unsubscribes not applied: %s", self.queue.path)
+                return
 
 
 class RedactQueryStrings(logging.Filter):
@@ -249,17 +328,15 @@ def _today() -> dt.date:
 
 
 def _lookup(settings: SubscriberSettings, key: str) -> Subscriber | None:
-    with open_store(settings) as store:
+    with open_store(settings, apply_queued=False) as store:
         return store.get(key)
 
 
-def _unsubscribe(settings: SubscriberSettings, key: str, token: UnsubscribeToken) -> Subscriber:
-    reason = f"unsubscribe link in {token.issue}" if token.issue else "unsubscribe link"
-    with open_store(settings) as store:
-        subscriber = store.mark_status(key, "unsubscribed", reason)
-        if subscriber is not None:
-            return subscriber
-        # A link we signed for an address no longer on the list (a database rebuilt
-        # from an old export): record the wish, so no later import can add it back.
-        new = NewSubscriber(email=token.key, key=key, status="unsubscribed", status_reason=reason)
-        return store.save(new)[0]
+def _unsubscribe(settings: SubscriberSettings, wish: QueuedUnsubscribe) -> Subscriber:
+    with open_store(settings, apply_queued=False) as store:
+        return record_unsubscribe(store, wish.key, wish.email, wish.reason)
+
+
+def _apply_queue(settings: SubscriberSettings, queue: PendingUnsubscribes) -> None:
+    with open_store(settings, apply_queued=False) as store:
+        queue.apply(store)

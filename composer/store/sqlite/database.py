@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from composer.errors import StoreError
+from composer.errors import StoreBusy, StoreError
 from composer.store.sqlite.case_duplicates import merge_case_duplicates
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,16 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     """,
     # 4: one row per address whatever its letter case (keys lower-cased, rows merged).
     merge_case_duplicates,
+    # 5: what finds a dispatch again besides its key (composer.store.deliveries.IssueIdentity):
+    # the file name, id and content digest of the issue it last sent. Dispatches from
+    # before were keyed by the file name, so that is their slug; their id and content
+    # stay unknown (NULL) until they are next resumed.
+    """
+    ALTER TABLE dispatches ADD COLUMN slug TEXT NOT NULL DEFAULT '';
+    ALTER TABLE dispatches ADD COLUMN issue_id TEXT;
+    ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
+    UPDATE dispatches SET slug = issue;
+    """,
 )
 
 
@@ -148,6 +158,21 @@ def connect(
     return db
 
 
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection held the lock past the busy timeout."""
+    return exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def busy(path: Path, exc: sqlite3.Error, outcome: str = "") -> StoreBusy:
+    """The error for a write that waited for another process's lock and gave up;
+    ``outcome`` says what was written and what to do (default: nothing, try again)."""
+    outcome = outcome or "nothing was changed: try again in a moment, once it has finished"
+    return StoreBusy(
+        f"{path}: the subscriber database is busy: another process (a send, an import, a"
+        f" sqlite3 shell) kept its write lock past the wait ({exc}); {outcome}"
+    )
+
+
 def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
     """The error for a file that opens but is not a subscriber database this release can use."""
     return StoreError(
@@ -159,8 +184,19 @@ def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the file behind ``db`` to the latest schema, one transaction per step, so a
     failed step leaves the previous version; refuse a file from a newer release."""
+    # A file already up to date needs no write lock, so opening it never waits for a
+    # writer: reading the list while another process writes to it stays instant.
+    if db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+        return
     while True:
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            raise busy(
+                path, exc, "it was not brought up to date: try again once it has finished"
+            ) from exc
         try:
             # Read under the write lock: two processes opening a new file at once must
             # not both run the same step.

@@ -26,9 +26,12 @@ from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
     HEARTBEAT_SECONDS,
+    MAY_HAVE_ARRIVED,
     STATES,
     Delivery,
+    DispatchRecord,
     DispatchStatus,
+    IssueIdentity,
     LockHolder,
     Outcome,
     Recipient,
@@ -38,7 +41,7 @@ from composer.store.deliveries import (
     lock_is_stale,
     still_to_send,
 )
-from composer.store.sqlite.database import connect, now_text
+from composer.store.sqlite.database import busy, connect, now_text
 from composer.store.sqlite.subscribers import (
     SUBSCRIBER_COLUMNS,
     mark_bounced,
@@ -70,11 +73,14 @@ _SUBSCRIBER_COLUMNS = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS.split
 
 class SqliteDispatchJournal:
     """:class:`composer.store.deliveries.DispatchJournal` of one issue; opened by
-    :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date."""
+    :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date.
+    ``identity``, when given, is recorded with the dispatch when the lock is taken."""
 
-    def __init__(self, path: Path, issue: str) -> None:
+    def __init__(self, path: Path, issue: str, identity: IssueIdentity | None = None) -> None:
         self.path = path
         self.issue = issue
+        self.identity = identity
+        self.name = identity.slug if identity else issue
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
@@ -110,15 +116,12 @@ class SqliteDispatchJournal:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:  # busy past busy_timeout: another writer
-            raise StoreError(
-                f"{self.path}: the subscriber database is busy ({exc});"
-                " another newsletter command is writing to it: try again in a moment"
-            ) from exc
+            raise busy(self.path, exc) from exc
         try:
             holder = self._holder(self._db)
             if holder is not None and not lock_is_stale(holder, now, host):
                 raise DispatchLocked(
-                    f"{self.issue} is already being sent by process {holder.pid} on"
+                    f"{self.name} is already being sent by process {holder.pid} on"
                     f" {holder.host}; wait for it to finish (or stop it), then run the same"
                     " command again"
                 )
@@ -129,11 +132,22 @@ class SqliteDispatchJournal:
             )
             stamp = now_text()
             self._db.execute(
-                "INSERT INTO dispatches (issue, segment, started_at, last_run_at) VALUES"
-                " (?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
+                "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
+                " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
                 " last_run_at = excluded.last_run_at",
-                (self.issue, segment, stamp, stamp),
+                (self.issue, segment, stamp, stamp, self.issue),
             )
+            if self.identity is not None:
+                self._db.execute(
+                    "UPDATE dispatches SET slug = ?, issue_id = ?, content_digest = ?"
+                    " WHERE issue = ?",
+                    (
+                        self.identity.slug,
+                        self.identity.id or None,
+                        self.identity.content,
+                        self.issue,
+                    ),
+                )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -201,7 +215,7 @@ class SqliteDispatchJournal:
                 )
             )
             if outcome.bounced:
-                bounces.append((recipient.key, bounce_reason(self.issue, outcome)))
+                bounces.append((recipient.key, bounce_reason(self.name, outcome)))
         try:
             self._write(rows, bounces, time.time())
         except sqlite3.Error as exc:
@@ -257,7 +271,7 @@ class SqliteDispatchJournal:
             holder, time.time(), socket.gethostname()
         )
         return DispatchStatus(
-            issue=self.issue,
+            issue=self.name,
             segment=segment,
             counts=counts,
             not_attempted=not_attempted,
@@ -271,6 +285,31 @@ class SqliteDispatchJournal:
             "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
         ).fetchone()
         return LockHolder(host=row[0], pid=row[1], heartbeat_at=row[2]) if row else None
+
+
+def find_dispatches(db: sqlite3.Connection, issue: IssueIdentity) -> list[DispatchRecord]:
+    """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
+    arrived = ",".join("?" * len(MAY_HAVE_ARRIVED))
+    rows = db.execute(
+        "SELECT d.issue, d.slug, d.issue_id, d.content_digest, d.segment, d.started_at,"
+        " d.last_run_at, (SELECT count(*) FROM deliveries AS x WHERE x.issue = d.issue"
+        f" AND x.state IN ({arrived})) FROM dispatches AS d"
+        " WHERE d.issue = ? OR d.issue_id = ? OR d.content_digest = ? OR d.slug = ?",
+        (*MAY_HAVE_ARRIVED, issue.key, issue.id or None, issue.content, issue.slug),
+    ).fetchall()
+    return [
+        DispatchRecord(
+            key=key,
+            slug=slug,
+            id=issue_id or "",
+            content=content,
+            segment=cast(Segment, segment),
+            started_at=dt.datetime.fromisoformat(started),
+            last_run_at=dt.datetime.fromisoformat(last_run),
+            sent=sent,
+        )
+        for key, slug, issue_id, content, segment, started, last_run, sent in rows
+    ]
 
 
 def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | None:

@@ -28,10 +28,18 @@ from composer.store import (
     classify,
     segment_tiers,
 )
-from composer.store.sqlite.database import connect, migrate, moment_text, now_text, unusable
+from composer.store.sqlite.database import (
+    busy,
+    connect,
+    is_busy,
+    migrate,
+    moment_text,
+    now_text,
+    unusable,
+)
 
 if TYPE_CHECKING:
-    from composer.store.deliveries import TracedDelivery
+    from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
     from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
 SUBSCRIBER_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
@@ -88,7 +96,7 @@ class SqliteSubscriberStore:
         self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
     ) -> tuple[Subscriber, Change]:
         """Add or update one subscriber by the rules in :mod:`composer.store`."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             old = self.get(new.key)
             change = classify(old, new, resubscribe=resubscribe)
@@ -113,7 +121,11 @@ class SqliteSubscriberStore:
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._begin(
+                    f"the import stopped: {saved:,} rows were saved and the rest were not;"
+                    " import the same file again once it has finished (the saved rows count"
+                    " as unchanged)"
+                )
                 keys = list({row.key: None for row in batch})
                 marks = ",".join("?" * len(keys))
                 seen = {
@@ -160,6 +172,16 @@ class SqliteSubscriberStore:
             saved += len(batch)
         self._db.execute("DELETE FROM temp.import_seen")
         return ImportCounts(**counts)
+
+    def _begin(self, outcome: str = "") -> None:
+        """Start a write transaction; a lock another process keeps past the wait is
+        :class:`StoreBusy`, ``outcome`` saying what was written before (default: nothing)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            raise busy(self.path, exc, outcome) from exc
 
     def _rollback(self) -> None:
         # SQLite rolls a transaction back by itself when a write fails at COMMIT (a
@@ -210,11 +232,17 @@ class SqliteSubscriberStore:
         """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown."""
         if status not in get_args(InactiveStatus):
             raise ValueError(f"mark_status cannot set {status!r}; resubscribe with save()")
-        self._db.execute(
-            "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
-            " WHERE key = ? AND status != ?",
-            (status, now_text(), reason, key, status),
-        )
+        self._begin()
+        try:
+            self._db.execute(
+                "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
+                " WHERE key = ? AND status != ?",
+                (status, now_text(), reason, key, status),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
         return self.get(key)
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
@@ -261,12 +289,20 @@ class SqliteSubscriberStore:
             counts[cast(Status, status)] = count
         return counts
 
-    def deliveries(self, issue: str) -> SqliteDispatchJournal:
+    def deliveries(
+        self, issue: str, identity: IssueIdentity | None = None
+    ) -> SqliteDispatchJournal:
         """The delivery record and dispatch lock of ``issue``, on connections of its own."""
         # Imported here: the delivery record builds on this module (rows, bounces).
         from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
-        return SqliteDispatchJournal(self.path, issue)
+        return SqliteDispatchJournal(self.path, issue, identity)
+
+    def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
+        """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
+        from composer.store.sqlite.deliveries import find_dispatches
+
+        return find_dispatches(self._db, issue)
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
