@@ -5,6 +5,7 @@
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
+    │   └── JournalError                     a dispatch cannot record (full disk): it stops
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
@@ -70,6 +71,16 @@ class IssueError(NewsletterError):
 
 class StoreError(NewsletterError):
     """The subscriber database cannot be opened, is not SQLite, or is from a newer release."""
+
+
+class JournalError(StoreError):
+    """The delivery record of a dispatch cannot be written (a full disk, a failing file), so
+    the dispatch stops. ``unsaved`` counts the readers the server took whose ``sent``
+    could not be recorded either: they stay in flight, and a rerun sends them again."""
+
+    def __init__(self, message: str, *, unsaved: int = 0) -> None:
+        self.unsaved = unsaved
+        super().__init__(message)
 
 
 class SubscriberFileError(NewsletterError):

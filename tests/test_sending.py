@@ -3,16 +3,19 @@ recipient): who received what, and how often."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import ipaddress
 import itertools
 import os
+import resource
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,13 +32,14 @@ from composer.cli import cli
 from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import load_config
-from composer.errors import DispatchLocked, SmtpAuthError, SmtpConnectError
+from composer.errors import DispatchLocked, JournalError, SmtpAuthError, SmtpConnectError
 from composer.sending.dispatch import DispatchSettings
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, send_issue
 from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
 from composer.store.deliveries import Recipient
+from composer.store.sqlite.deliveries import SqliteDispatchJournal
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
 from tests.smtp_server import SmtpServer
@@ -840,6 +844,96 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config,
         counts = journal.status().counts
     assert counts["sent"] == stored, "every message the server took is recorded as sent"
     assert counts["sending"] == 0
+
+
+def test_a_full_disk_stops_the_dispatch_in_one_line_and_a_rerun_sends_nobody_twice(
+    send_config, smtp
+):
+    addresses = subscribe(send_config, 300)
+    smtp.handler.data_delay = 0.002
+    config = load_config(send_config)
+    database = config.subscribers.database
+    # No file may grow past the database's size plus room for a few dozen commits: the
+    # journal's log fills it mid-dispatch and the kernel refuses the write, as a full
+    # disk would.
+    limit = database.stat().st_size + 120_000
+
+    def disk_fills_up() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "composer", "send", str(EXAMPLE_MD), "--yes",
+               "--concurrency", "8", "--config", str(send_config)]  # fmt: skip
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    started = time.monotonic()
+    full = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        preexec_fn=disk_fills_up,
+    )  # fmt: skip
+    assert time.monotonic() - started < 15
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr
+    [line] = full.stderr.strip().splitlines()
+    assert "cannot record the dispatch" in line and "run the same command" in line, line
+    accepted = smtp.messages()
+    assert 0 < len(accepted) < 300, "the disk filled up mid-dispatch"
+    with open_store(config.subscribers) as store:
+        states = [
+            store.find_delivery(str(message["Message-ID"])).delivery.state for message in accepted
+        ]
+    assert set(states) == {"sent"}, "every message the server took is recorded as sent"
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert smtp.received() == {address: 1 for address in addresses}, "nobody gets it twice"
+
+
+def test_a_journal_out_of_room_stops_at_once_and_names_every_copy_a_rerun_sends_again(
+    send_config, smtp, monkeypatch
+):
+    addresses = subscribe(send_config, 300)
+    config = load_config(send_config)
+    acquire = SqliteDispatchJournal.acquire
+
+    def acquire_with_no_room_to_grow(journal: SqliteDispatchJournal, segment: str) -> None:
+        acquire(journal, segment)
+        # Past this many pages SQLite answers SQLITE_FULL, "database or disk is full",
+        # exactly as it does when the disk itself has no room left.
+        pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+        journal._db.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+    monkeypatch.setattr(SqliteDispatchJournal, "acquire", acquire_with_no_room_to_grow)
+    raised: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            send_issue(EXAMPLE_MD, config, "all", settings=fast(send_config, concurrency=8))
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=dispatch, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the dispatch hangs once its journal cannot be written"
+    [error] = raised
+    assert isinstance(error, JournalError), error
+    assert "database or disk is full" in error.message and "lock is released" in error.message
+    accepted = smtp.messages()
+    with open_store(config.subscribers) as store, store.deliveries(EXAMPLE_MD.stem) as journal:
+        states = collections.Counter(
+            store.find_delivery(str(message["Message-ID"])).delivery.state for message in accepted
+        )
+        assert not journal.status().running
+    assert set(states) <= {"sent", "sending"}, "a copy the server took is never lost"
+    assert states["sending"] == error.unsaved <= 8, "the line counts what a rerun sends again"
+    if error.unsaved:
+        assert f"{error.unsaved} copies" in error.message
+
+    monkeypatch.undo()
+    assert send(send_config).complete
+    received = smtp.received()
+    assert set(received) == set(addresses)
+    assert sum(received.values()) - len(addresses) == error.unsaved
 
 
 def test_rate_limits_message_starts(send_config, smtp):

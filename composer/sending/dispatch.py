@@ -10,8 +10,9 @@ SMTP connections, with the outcome of each recorded before the next begins.
               crash at most one accepted-but-unrecorded message per connection exists
 
 Partial failure is data: :func:`dispatch` returns a :class:`DispatchReport`; only a
-refused login (:class:`SmtpAuthError`) or an unreachable server before the first
-message raises.
+refused login (:class:`SmtpAuthError`), an unreachable server before the first
+message, or a journal that cannot be written (:class:`JournalError`: nothing more is
+sent, the messages in flight finish) raises.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from composer.errors import (
+    JournalError,
     SendError,
     SmtpAuthError,
     SmtpConnectError,
@@ -45,7 +47,8 @@ _BAD_SENDER = re.compile(r"^\s*5\.1\.[78]\b")
 
 
 class Journal(Protocol):
-    """Where outcomes are recorded; :meth:`record` commits before it returns."""
+    """Where outcomes are recorded; :meth:`record` commits before it returns, and raises
+    (:class:`JournalError`) having recorded nothing when it cannot."""
 
     def record(self, outcomes: Iterable[Outcome]) -> None: ...
 
@@ -174,6 +177,9 @@ class _Dispatch:
         self.retries: dict[Recipient, asyncio.TimerHandle] = {}
         self.consecutive_failures = 0
         self.fatal: SendError | None = None
+        # Why the journal could not be written: nothing more is sent once it is set.
+        self.journal_failure: BaseException | None = None
+        self.unsaved = 0
         self._buffer: list[Outcome] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
@@ -188,7 +194,10 @@ class _Dispatch:
         self._kick()
 
     async def committed(self, outcome: Outcome | None = None) -> None:
-        """Buffer ``outcome`` and wait until it (and everything before it) is committed."""
+        """Buffer ``outcome`` and wait until it (and everything before it) is committed;
+        raise :class:`_JournalDown` once the journal cannot be written."""
+        if self.journal_failure is not None:
+            raise _JournalDown
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if outcome is not None:
@@ -206,7 +215,9 @@ class _Dispatch:
 
     def _start_commit(self) -> None:
         self._flush_scheduled = False
-        if self._committing or not (self._buffer or self._waiters):
+        if self._committing or self.journal_failure is not None:
+            return
+        if not (self._buffer or self._waiters):
             return
         batch, self._buffer = self._buffer, []
         waiters, self._waiters = self._waiters, []
@@ -215,22 +226,33 @@ class _Dispatch:
         # on talking SMTP; changes made meanwhile form the next commit.
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._writer, self.journal.record, batch)
-        future.add_done_callback(lambda done: self._finish_commit(done, waiters))
+        future.add_done_callback(lambda done: self._finish_commit(done, batch, waiters))
 
     def _finish_commit(
-        self, done: asyncio.Future[None], waiters: list[asyncio.Future[None]]
+        self,
+        done: asyncio.Future[None],
+        batch: list[Outcome],
+        waiters: list[asyncio.Future[None]],
     ) -> None:
         self._committing = False
         failure = done.exception()
+        if failure is not None:
+            # Nothing of the batch was written: it goes back before what was noted since,
+            # for drain()'s last try. Every worker waiting, now or later, learns at once
+            # (one left waiting would hold the run, and its lock, for good).
+            self._buffer[:0] = batch
+            self.journal_failure = failure
+            waiters += self._waiters
+            self._waiters = []
+            self.halt("paused", f"cannot write the journal: {failure}")
         for waiter in waiters:
             if waiter.done():
                 continue
             if failure is not None:
-                waiter.set_exception(failure)
+                waiter.set_exception(_JournalDown())
             else:
                 waiter.set_result(None)
         if failure is not None:
-            self.halt("paused", f"cannot write the journal: {failure}")
             return
         if self.on_progress is not None:
             self.on_progress(self.progress)
@@ -238,9 +260,25 @@ class _Dispatch:
             self._kick()
 
     async def drain(self) -> None:
-        """Wait until every buffered outcome is committed."""
-        while self._buffer or self._committing:
-            await self.committed()
+        """Wait until every buffered outcome is committed. Once the journal has failed,
+        try once more to save the outcomes of the messages already sent, without the
+        new ``sending`` rows that no longer matter: a copy the server took but the
+        journal still has in flight would go again on a rerun. Count those left so."""
+        try:
+            while self._buffer or self._committing:
+                await self.committed()
+        except _JournalDown:
+            pass
+        known = [outcome for outcome in self._buffer if outcome.state != "sending"]
+        self._buffer = []
+        if self.journal_failure is None or not known:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._writer, self.journal.record, known)
+        except Exception:  # whatever it is, the first failure is the one to report
+            taken = {o.recipient for o in known if o.state in ("sent", "unknown")}
+            self.unsaved = len(taken)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -271,6 +309,12 @@ class _Dispatch:
                 self._writer.shutdown(wait=True)
         self.report.deferred += len(self.retries)
         self.report.elapsed = time.monotonic() - self.progress.started
+        if self.journal_failure is not None:
+            if isinstance(self.journal_failure, JournalError):
+                raise JournalError(
+                    self.journal_failure.message, unsaved=self.unsaved
+                ) from self.journal_failure
+            raise self.journal_failure
         if self.fatal is not None:
             raise self.fatal
         return self.report
@@ -334,14 +378,19 @@ class _Dispatch:
                     )
                     continue
                 await self.pace.wait()
-                await self.committed(
-                    Outcome(
-                        recipient=recipient,
-                        state="sending",
-                        attempts=attempt,
-                        message_id=copy.message_id,
+                try:
+                    await self.committed(
+                        Outcome(
+                            recipient=recipient,
+                            state="sending",
+                            attempts=attempt,
+                            message_id=copy.message_id,
+                        )
                     )
-                )
+                except _JournalDown:
+                    # Not recorded as in flight, so not sent: the run is stopping.
+                    self.finish(recipient)
+                    continue
                 self.progress.attempted += 1
                 try:
                     if connection is None:
@@ -502,6 +551,10 @@ class _Dispatch:
                 "paused",
                 f"{self.consecutive_failures} failures in a row, the last: {reply}",
             )
+
+
+class _JournalDown(Exception):
+    """The journal cannot be written: a worker sends nothing more."""
 
 
 async def dispatch(

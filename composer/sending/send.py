@@ -16,7 +16,7 @@ from pathlib import Path
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
-from composer.errors import ConfigError
+from composer.errors import ConfigError, JournalError
 from composer.model import Tier
 from composer.sending.dispatch import (
     DispatchReport,
@@ -93,7 +93,8 @@ def send_issue(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SendResult:
     """Dispatch the issue to every active subscriber of ``segment`` not yet recorded as
-    sent. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight."""
+    sent. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight; so does a
+    delivery record that cannot be written (:class:`JournalError`)."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -116,7 +117,10 @@ def send_issue(
         if on_start is not None:
             on_start(plan)
         recipients = journal.recipients(segment, retry_failed=retry_failed)
-        report = _run(recipients, render, transport, journal, settings, on_progress)
+        try:
+            report = _run(recipients, render, transport, journal, settings, on_progress)
+        except JournalError as exc:
+            raise _stopped_by_journal(exc, journal) from exc
         journal.release(_describe(report))
     return SendResult(plan, report)
 
@@ -171,6 +175,30 @@ def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
 
 def _count_to_send(journal: DispatchJournal, segment: Segment, retry_failed: bool) -> int:
     return sum(1 for _ in journal.recipients(segment, retry_failed=retry_failed))
+
+
+def _stopped_by_journal(exc: JournalError, journal: DispatchJournal) -> JournalError:
+    """The one line for a dispatch whose delivery record could not be written: why, what
+    a rerun will send again, whether the lock is free, and what to do."""
+    try:
+        journal.release("stopped: the delivery record could not be written")
+        lock = "the dispatch lock is released"
+    except JournalError:
+        # The lock names this process; once it has ended, the next run takes it over.
+        lock = "the dispatch lock could not be released (it is free once this process ends)"
+    if exc.unsaved:
+        recorded = (
+            f"{exc.unsaved:,} copies the server took could be recorded only as in flight,"
+            " and a rerun sends those again"
+        )
+    else:
+        recorded = "every message the server took is recorded"
+    return JournalError(
+        f"{exc.message}; the dispatch stopped after the messages in flight, {recorded};"
+        f" {lock}. Free disk space (or fix what the error names), then run the same"
+        " command to resume",
+        unsaved=exc.unsaved,
+    )
 
 
 def _run(

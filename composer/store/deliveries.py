@@ -136,7 +136,9 @@ class DispatchJournal(Protocol):
         :class:`composer.errors.DispatchLocked` naming the live holder."""
 
     def release(self, result: str = "") -> None:
-        """Give the lock back, noting how the run ended."""
+        """Give the lock back, noting how the run ended; raise
+        :class:`composer.errors.JournalError` when it cannot (the lock is then taken
+        over once this process has ended). Either way this journal no longer holds it."""
 
     def recipients(
         self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
@@ -146,7 +148,8 @@ class DispatchJournal(Protocol):
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
-        its subscriber bounced (if active), so later issues skip them."""
+        its subscriber bounced (if active), so later issues skip them; raise
+        :class:`composer.errors.JournalError`, having written nothing, when it cannot."""
 
     def status(self) -> DispatchStatus:
         """Counts, what is left, and the failures of this issue's dispatch."""
