@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -380,6 +380,25 @@ def test_a_server_that_stalls_past_the_timeout_is_abandoned_and_the_message_retr
     assert report.complete and report.sent == 4
     assert smtp.received()["reader1@example.org"] == 1
     assert time.monotonic() - started < 5
+
+
+def test_the_summary_after_a_pause_shows_the_same_counts_as_status(send_config, smtp):
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--config", str(send_config)])
+
+    addresses = subscribe(send_config, 150)
+    for address in addresses:
+        smtp.handler.faults[address] = ["data:554 5.7.0 Message rejected"]
+    summary = run("send", str(EXAMPLE_MD), "--yes")  # 50 failures in a row pause it
+    assert "Paused" in summary.output
+    status = run("status", str(EXAMPLE_MD))
+    config = load_config(send_config)
+    with open_store(config.subscribers) as store, store.deliveries(EXAMPLE_MD.stem) as journal:
+        left = journal.status().not_attempted
+    assert left > 50, "most of the list is still to send"
+    table = status.output[status.output.index("┏") : status.output.index("┘") + 1]
+    assert f"{left:,}" in table
+    assert table in summary.output, f"summary:\n{summary.output}\nstatus:\n{status.output}"
 
 
 def test_consecutive_failures_pause_the_dispatch_instead_of_burning_the_list(send_config, smtp):

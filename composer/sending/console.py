@@ -94,20 +94,11 @@ def progress_display() -> ProgressDisplay:
 
 
 def print_send_result(result: SendResult, issue_path: Path) -> bool:
-    """The summary of a dispatch; True when every recipient got the issue."""
+    """The summary of a dispatch: what this run did, then where the whole dispatch
+    stands, the same table ``status`` shows; True when every recipient got the issue."""
     report = result.report
-    table = Table(title=f"{result.plan.issue.issue.slug} to {result.plan.segment}")
-    for column in ("sent", "failed", "bounced", "deferred", "not attempted", "time"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{report.sent:,}",
-        f"{report.failed:,}",
-        f"{report.bounced:,}",
-        f"{report.deferred:,}",
-        f"{report.not_attempted:,}",
-        f"{report.elapsed:.1f}s",
-    )
-    console.print(table)
+    console.print(f"This run: {_this_run(report)} in {report.elapsed:.1f}s")
+    console.print(_counts_table(result.status))
     _print_failures(report)
     again = f"newsletter send {issue_path}"
     if report.stopped == "interrupted":
@@ -129,6 +120,16 @@ def print_send_result(result: SendResult, issue_path: Path) -> bool:
     return False
 
 
+def _this_run(report: DispatchReport) -> str:
+    counts = [f"{report.sent:,} sent"]
+    if report.failed:
+        bounced = f" ({report.bounced:,} bounced)" if report.bounced else ""
+        counts.append(f"{report.failed:,} failed{bounced}")
+    if report.deferred:
+        counts.append(f"{report.deferred:,} deferred")
+    return ", ".join(counts)
+
+
 def print_test_report(report: DispatchReport, count: int) -> bool:
     """One line per test address that failed; True when all were sent."""
     _print_failures(report)
@@ -147,17 +148,7 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
     counts = status.counts
     state = "running now" if status.running else (status.last_result or "not running")
     console.print(f"{status.issue} to {status.segment}: {state}")
-    table = Table()
-    for column in ("sent", "in flight at a crash", "deferred", "failed", "not yet attempted"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{counts['sent']:,}",
-        f"{counts['sending']:,}",
-        f"{counts['deferred']:,}",
-        f"{counts['failed']:,}",
-        f"{status.not_attempted:,}",
-    )
-    console.print(table)
+    console.print(_counts_table(status))
     if status.failures:
         # Plain lines, not a table: a reply is long, and these get grepped and pasted.
         console.print("Not delivered:")
@@ -173,6 +164,24 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
     left = counts["sending"] + counts["deferred"] + status.not_attempted
     if left and not status.running:
         console.print(f"Run `newsletter send {issue_path}` to resume.")
+
+
+def _counts_table(status: DispatchStatus) -> Table:
+    """Where a dispatch stands, from its delivery record: the one table that both the
+    summary of ``send`` and ``status`` print, so they never disagree."""
+    counts = status.counts
+    columns = {
+        "sent": counts["sent"],
+        "in flight": counts["sending"],
+        "deferred": counts["deferred"],
+        "failed": counts["failed"],
+        "not yet attempted": status.not_attempted,
+    }
+    table = Table()
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{count:,}" for count in columns.values()))
+    return table
 
 
 def _print_failures(report: DispatchReport) -> None:

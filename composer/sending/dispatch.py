@@ -103,7 +103,6 @@ class DispatchReport:
     failed: int = 0
     deferred: int = 0  # still waiting for a retry when the run stopped
     bounced: int = 0
-    not_attempted: int = 0
     failures: list[Outcome] = field(default_factory=list)
     stopped: str | None = None
     reason: str = ""
@@ -364,7 +363,6 @@ class _Dispatch:
                 if attempt == 1:
                     self.room.release()
                 if self.report.stopped is not None:
-                    self.report.not_attempted += 1
                     self.finish(recipient)
                     continue
                 try:

@@ -2,7 +2,8 @@
 
 compose each tier once → serialise each once (MessageTemplate)
   → take the issue's lock in its delivery record → stream the subscribers still to
-    send to → dispatch → release the lock with the result
+    send to → dispatch → release the lock with the result → read where the dispatch
+    stands, for the summary (the same report ``status`` shows)
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ class SendPlan:
 
 @dataclass(frozen=True)
 class SendResult:
+    """What this run did (``report``) and where the whole dispatch stands after it
+    (``status``, read from the delivery record like ``newsletter status``)."""
+
     plan: SendPlan
     report: DispatchReport
+    status: DispatchStatus
 
 
 def dispatch_settings(
@@ -122,7 +127,8 @@ def send_issue(
         except JournalError as exc:
             raise _stopped_by_journal(exc, journal) from exc
         journal.release(_describe(report))
-    return SendResult(plan, report)
+        status = journal.status()
+    return SendResult(plan, report, status)
 
 
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
