@@ -123,6 +123,10 @@ class SmtpAuthError(SendError):
     """The server refused the username or password; retrying could lock the account."""
 
 
+# The stage of an SMTP transaction after the message itself: the final dot, then its reply.
+END_OF_DATA = "end of DATA"
+
+
 class SmtpReplyError(SendError):
     """The server refused one message with ``code``; the connection is still usable.
 
@@ -140,15 +144,28 @@ class SmtpReplyError(SendError):
 
 
 class SmtpConnectionLost(SendError, ConnectionError):
-    """The connection dropped, timed out or fell out of step mid-transaction; whether the
-    server accepted the message in flight is unknown. ``code`` is 421 when the server
-    said it was closing; ``timeout`` marks a step that took longer than [smtp] timeout."""
+    """The connection dropped, timed out or fell out of step mid-transaction. ``code`` is
+    421 when the server said it was closing; ``timeout`` marks a step that took longer
+    than [smtp] timeout; ``stage`` is the step (``CONNECT``, ``MAIL``, ``end of DATA``…)."""
 
     def __init__(
-        self, message: str, *, code: int | None = None, reply: str = "", timeout: bool = False
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        reply: str = "",
+        timeout: bool = False,
+        stage: str = "",
     ) -> None:
         self.timeout = timeout
+        self.stage = stage
         super().__init__(message, code=code, reply=reply)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """No reply to the final dot in time: the server may have taken the message (a
+        slow server often has), so sending it again may deliver it twice."""
+        return self.timeout and self.stage == END_OF_DATA
 
 
 class DispatchLocked(SendError):

@@ -75,6 +75,16 @@ def fast(config_path: Path, **overrides) -> DispatchSettings:
     return DispatchSettings(**values)
 
 
+def with_send(config_path: Path, **values: object) -> Path:
+    """Rewrite ``[send]`` keys of the config at ``config_path`` (values as TOML)."""
+    lines = config_path.read_text(encoding="utf-8").splitlines()
+    start = lines.index("[send]") + 1
+    kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
+    kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
+    config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return config_path
+
+
 def send(config_path: Path, **overrides):
     config = load_config(config_path)
     return send_issue(EXAMPLE_MD, config, "all", settings=fast(config_path, **overrides)).report
@@ -380,6 +390,54 @@ def test_a_server_that_stalls_past_the_timeout_is_abandoned_and_the_message_retr
     assert report.complete and report.sent == 4
     assert smtp.received()["reader1@example.org"] == 1
     assert time.monotonic() - started < 5
+
+
+def test_a_server_that_stores_but_never_answers_the_final_dot_gets_one_retry_then_unknown(
+    send_config, smtp
+):
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--config", str(send_config)])
+
+    subscribe(send_config, 4)
+    with_send(send_config, max_attempts=5)
+    smtp.handler.stall_seconds = 1.0  # the config's timeout is 0.5 s
+    smtp.handler.faults["reader1@example.org"] = ["store-stall"] * 5
+    result = run("send", str(EXAMPLE_MD), "--yes")
+    assert result.exit_code == 1
+    assert smtp.received()["reader1@example.org"] == 2, "the first copy and one retry, no more"
+    said = " ".join(result.output.split())
+    assert "1 unknown" in said and "--retry-failed --include-unknown`" in said
+    assert "--retry-failed` tries" not in said, "nothing failed, nothing to advise"
+
+    status = run("status", str(EXAMPLE_MD))
+    assert "unknown" in status.output
+    [line] = [line for line in status.output.splitlines() if "reader1@" in line]
+    assert "unknown after 2 attempts" in line and "--include-unknown" in line
+
+    again = run("send", str(EXAMPLE_MD), "--yes", "--retry-failed")
+    assert "Nothing to send" in again.output, again.output
+    alone = run("send", str(EXAMPLE_MD), "--yes", "--include-unknown")
+    assert alone.exit_code == 2 and "--retry-failed" in alone.output
+    assert smtp.received()["reader1@example.org"] == 2
+
+    smtp.handler.faults["reader1@example.org"] = []
+    asked = run("send", str(EXAMPLE_MD), "--yes", "--retry-failed", "--include-unknown")
+    assert asked.exit_code == 0, asked.output
+    assert smtp.received() == {f"reader{n}@example.org": 3 if n == 1 else 1 for n in range(4)}
+
+
+def test_after_a_copy_of_unknown_outcome_a_temporary_refusal_ends_it_as_unknown(send_config, smtp):
+    subscribe(send_config, 2)
+    smtp.handler.stall_seconds = 1.0
+    smtp.handler.faults["reader1@example.org"] = ["store-stall", "451 4.3.0 later", "451 later"]
+    report = send(send_config, max_attempts=5)
+    assert (report.sent, report.failed, report.unknown) == (1, 0, 1)
+    assert smtp.handler.attempts["reader1@example.org"] == 2
+    assert smtp.received()["reader1@example.org"] == 1
+    config = load_config(send_config)
+    with open_store(config.subscribers) as store, store.deliveries(EXAMPLE_MD.stem) as journal:
+        [row] = journal.status().failures
+    assert (row.email, row.state, row.attempts) == ("reader1@example.org", "unknown", 2)
 
 
 def test_the_summary_after_a_pause_shows_the_same_counts_as_status(send_config, smtp):

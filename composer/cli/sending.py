@@ -79,6 +79,12 @@ def send_test_command(
     is_flag=True,
     help="Also try again the recipients that failed for a temporary or server-side cause.",
 )
+@click.option(
+    "--include-unknown",
+    is_flag=True,
+    help="With --retry-failed, also send again the copies whose outcome is unknown (no"
+    " reply to the end of the message in time: they may have arrived).",
+)
 @config_option
 def send(
     issue_path: Path,
@@ -88,6 +94,7 @@ def send(
     concurrency: int | None,
     rate: float | None,
     retry_failed: bool,
+    include_unknown: bool,
     config_path: Path,
 ) -> None:
     """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
@@ -95,9 +102,13 @@ def send(
     from composer.sending.console import confirm_plan, print_send_result, progress_display
     from composer.sending.send import dispatch_settings, plan_send, send_issue
 
+    if include_unknown and not retry_failed:
+        raise click.UsageError("--include-unknown goes with --retry-failed")
     config = load_config(config_path)
     chosen = as_segment(segment)
-    plan = plan_send(issue_path, config, chosen, retry_failed=retry_failed)
+    plan = plan_send(
+        issue_path, config, chosen, retry_failed=retry_failed, include_unknown=include_unknown
+    )
     if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
         return
     with progress_display() as display:
@@ -107,6 +118,7 @@ def send(
             chosen,
             settings=dispatch_settings(config, concurrency, rate),
             retry_failed=retry_failed,
+            include_unknown=include_unknown,
             on_start=display.start,
             on_progress=display.update,
         )

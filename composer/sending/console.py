@@ -34,7 +34,7 @@ def confirm_plan(plan: SendPlan, *, dry_run: bool, assume_yes: bool) -> bool:
     console.print(f"Issue:    {plan.issue.subject} ({issue.slug})")
     console.print(f"Segment:  {plan.segment}: {plan.active:,} active subscribers")
     if plan.done:
-        console.print(f"Already:  {plan.done:,} recorded as sent or failed, skipped")
+        console.print(f"Already:  {plan.done:,} recorded as sent, failed or unknown, skipped")
     plural = "" if plan.to_send == 1 else "s"
     console.print(f"To send:  {plan.to_send:,} message{plural} via {plan.server}")
     if dry_run:
@@ -79,12 +79,13 @@ class ProgressDisplay:
     def update(self, counts: Counts) -> None:
         if self.task is None:
             return
+        unknown = f"  unknown {counts.unknown:,}" if counts.unknown else ""
         self.bar.update(
             self.task,
-            completed=counts.sent + counts.failed,
+            completed=counts.sent + counts.failed + counts.unknown,
             counts=(
                 f"sent {counts.sent:,}  deferred {counts.deferred:,}  failed {counts.failed:,}"
-                f"  {counts.rate:,.0f}/s"
+                f"{unknown}  {counts.rate:,.0f}/s"
             ),
         )
 
@@ -101,6 +102,12 @@ def print_send_result(result: SendResult, issue_path: Path) -> bool:
     console.print(_counts_table(result.status))
     _print_failures(report)
     again = f"newsletter send {issue_path}"
+    if report.unknown:
+        errors.print(
+            f"Unknown: {report.unknown:,} got no reply to the end of the message in time and"
+            " may have arrived; they are not sent again unless you ask with"
+            f" `{again} --retry-failed --include-unknown`."
+        )
     if report.stopped == "interrupted":
         errors.print(
             f"Stopped after the messages in flight; run `{again}` to resume"
@@ -111,11 +118,14 @@ def print_send_result(result: SendResult, issue_path: Path) -> bool:
     elif report.complete:
         console.print(f"Sent to all {report.sent:,} recipients.")
         return True
-    else:
+    elif report.failed:
+        retry = ""
+        if any(outcome.retryable for outcome in report.failures if outcome.state == "failed"):
+            retry = f"; `{again} --retry-failed` tries the temporary ones again"
+        attempted = report.sent + report.failed + report.unknown
         errors.print(
-            f"{report.failed:,} of {report.sent + report.failed:,} failed;"
-            f" see `newsletter status {issue_path}`; `{again} --retry-failed` tries the"
-            " temporary ones again."
+            f"{report.failed:,} of {attempted:,} failed;"
+            f" see `newsletter status {issue_path}`{retry}."
         )
     return False
 
@@ -125,6 +135,8 @@ def _this_run(report: DispatchReport) -> str:
     if report.failed:
         bounced = f" ({report.bounced:,} bounced)" if report.bounced else ""
         counts.append(f"{report.failed:,} failed{bounced}")
+    if report.unknown:
+        counts.append(f"{report.unknown:,} unknown")
     if report.deferred:
         counts.append(f"{report.deferred:,} deferred")
     return ", ".join(counts)
@@ -153,7 +165,10 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
         # Plain lines, not a table: a reply is long, and these get grepped and pasted.
         console.print("Not delivered:")
         for row in status.failures:
-            retry = "retried by --retry-failed" if row.retryable else "not retried"
+            if row.state == "unknown":
+                retry = "may have arrived; retried only by --retry-failed --include-unknown"
+            else:
+                retry = "retried by --retry-failed" if row.retryable else "not retried"
             attempts = f"{row.attempts} attempt{'s' if row.attempts != 1 else ''}"
             console.print(
                 f"  {row.email}  {row.state} after {attempts}:"
@@ -172,6 +187,7 @@ def _counts_table(status: DispatchStatus) -> Table:
     counts = status.counts
     columns = {
         "sent": counts["sent"],
+        "unknown": counts["unknown"],
         "in flight": counts["sending"],
         "deferred": counts["deferred"],
         "failed": counts["failed"],
@@ -186,6 +202,7 @@ def _counts_table(status: DispatchStatus) -> Table:
 
 def _print_failures(report: DispatchReport) -> None:
     for outcome in report.failures[:20]:
-        errors.print(f"  {outcome.recipient.email}: {outcome.code or ''} {outcome.reply}".rstrip())
+        reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
+        errors.print(f"  {outcome.recipient.email}: {reply}".rstrip())
     if len(report.failures) > 20:
         errors.print(f"  … and {len(report.failures) - 20:,} more (newsletter status)")

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from composer.errors import (
@@ -83,6 +83,7 @@ class Progress:
     sent: int = 0
     deferred: int = 0  # waiting for a retry now
     failed: int = 0
+    unknown: int = 0
     bounced: int = 0
     attempted: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -97,10 +98,13 @@ class Progress:
 @dataclass
 class DispatchReport:
     """What a run did. ``stopped`` is None when it ran to the end, else why it stopped:
-    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row)."""
+    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row). ``unknown``
+    counts copies whose outcome is unknown (no reply to the end of the message in time:
+    they may have arrived); ``failures`` holds the failed and unknown outcomes."""
 
     sent: int = 0
     failed: int = 0
+    unknown: int = 0
     deferred: int = 0  # still waiting for a retry when the run stopped
     bounced: int = 0
     failures: list[Outcome] = field(default_factory=list)
@@ -111,7 +115,7 @@ class DispatchReport:
     @property
     def complete(self) -> bool:
         """Every recipient got their copy."""
-        return self.stopped is None and not self.failed and not self.deferred
+        return self.stopped is None and not self.failed and not self.unknown and not self.deferred
 
 
 class _Pace:
@@ -174,6 +178,8 @@ class _Dispatch:
         self.outstanding = 0
         self.producer_done = False
         self.retries: dict[Recipient, asyncio.TimerHandle] = {}
+        # Readers a copy of whom got no reply to its end in time, and that attempt.
+        self.unconfirmed: dict[Recipient, int] = {}
         self.consecutive_failures = 0
         self.fatal: SendError | None = None
         # Why the journal could not be written: nothing more is sent once it is set.
@@ -306,7 +312,8 @@ class _Dispatch:
                 await self.drain()
             finally:
                 self._writer.shutdown(wait=True)
-        self.report.deferred += len(self.retries)
+        for recipient in self.retries:
+            self.left_waiting(recipient)
         self.report.elapsed = time.monotonic() - self.progress.started
         if self.journal_failure is not None:
             if isinstance(self.journal_failure, JournalError):
@@ -473,7 +480,14 @@ class _Dispatch:
         if failures > 1:
             self.pace.slow_down(self.progress.rate)
         delay = 0.0 if failures == 1 else None
-        self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc), delay=delay)
+        self.retry_or_fail(
+            recipient,
+            attempt,
+            exc.code,
+            exc.reply or str(exc),
+            delay=delay,
+            unknown=isinstance(exc, SmtpConnectionLost) and exc.outcome_unknown,
+        )
 
     def retry_or_fail(
         self,
@@ -483,11 +497,22 @@ class _Dispatch:
         reply: str,
         *,
         delay: float | None = None,
+        unknown: bool = False,
     ) -> None:
         """Retry ``recipient`` after ``delay`` seconds (default: the back-off), or record
-        them failed when attempts have run out (deferred when the run is stopping)."""
-        out_of_attempts = attempt >= self.settings.max_attempts
-        state: State = "failed" if out_of_attempts else "deferred"
+        them failed when attempts have run out (deferred when the run is stopping).
+
+        ``unknown``: the server may have taken this attempt (no reply to the end of the
+        message in time). Such a reader gets one more attempt, never more, and is
+        recorded ``unknown`` unless that one is confirmed, so that neither a rerun nor
+        ``--retry-failed`` sends yet another copy unasked."""
+        if unknown:
+            self.unconfirmed.setdefault(recipient, attempt)
+        out_of_attempts = (
+            attempt >= self.settings.max_attempts
+            or self.unconfirmed.get(recipient, attempt) < attempt
+        )
+        state: State = "unknown" if unknown else "failed" if out_of_attempts else "deferred"
         outcome = Outcome(
             recipient=recipient,
             state=state,
@@ -497,8 +522,6 @@ class _Dispatch:
             retryable=True,
         )
         if out_of_attempts or self.report.stopped is not None:
-            if state == "deferred":
-                self.report.deferred += 1
             self.settle(outcome)
             return
         # A temporary refusal that will be retried is no failure (greylisting refuses
@@ -513,10 +536,17 @@ class _Dispatch:
         del self.retries[recipient]
         self.progress.deferred -= 1
         if self.report.stopped is not None:
-            # The workers are leaving; the journal already says deferred.
-            self.report.deferred += 1
+            # The workers are leaving; the journal already says deferred (or unknown).
+            self.left_waiting(recipient)
             return
         self.queue.put_nowait((recipient, attempt))
+
+    def left_waiting(self, recipient: Recipient) -> None:
+        """Count ``recipient``, whose retry the stopping run will not make."""
+        if recipient in self.unconfirmed:
+            self.report.unknown += 1
+        else:
+            self.report.deferred += 1
 
     def backoff(self, attempt: int) -> float:
         """Exponential back-off with jitter: about base x 2^(attempt-1), capped."""
@@ -524,17 +554,34 @@ class _Dispatch:
         jitter: float = random.uniform(0.5, 1.0)
         return delay * jitter
 
+    def unknown_if_unconfirmed(self, outcome: Outcome) -> Outcome:
+        """``outcome`` (failed or deferred) as ``unknown`` when an earlier copy to its
+        reader may have arrived: that attempt got no reply to the end of the message."""
+        timed_out = self.unconfirmed.get(outcome.recipient)
+        if timed_out is None or outcome.state not in ("failed", "deferred"):
+            return outcome
+        reply = f"{outcome.reply}; attempt {timed_out} got no reply in time, may have arrived"
+        return replace(outcome, state="unknown", reply=reply)
+
     def settle(self, outcome: Outcome) -> None:
         """Record a final (or, at a stop, deferred) outcome and count it."""
+        if self.unconfirmed:
+            outcome = self.unknown_if_unconfirmed(outcome)
         self.note(outcome)
         if outcome.state == "sent":
             self.report.sent += 1
             self.progress.sent += 1
             self.consecutive_failures = 0
             self.pace.speed_up()
-        elif outcome.state == "failed":
-            self.report.failed += 1
-            self.progress.failed += 1
+        elif outcome.state == "deferred":
+            self.report.deferred += 1
+        else:
+            if outcome.state == "unknown":
+                self.report.unknown += 1
+                self.progress.unknown += 1
+            else:
+                self.report.failed += 1
+                self.progress.failed += 1
             self.report.failures.append(outcome)
             if outcome.bounced:
                 self.report.bounced += 1

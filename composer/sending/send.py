@@ -41,7 +41,7 @@ class SendPlan:
     issue: ComposedIssue
     segment: Segment
     active: int  # active subscribers in the segment
-    done: int  # of those, already recorded as sent (or failed, not to be retried)
+    done: int  # of those, already recorded as sent (or failed or unknown, not to be retried)
     server: str
 
     @property
@@ -72,7 +72,12 @@ def dispatch_settings(
 
 
 def plan_send(
-    issue_path: Path, config: Config, segment: Segment, *, retry_failed: bool = False
+    issue_path: Path,
+    config: Config,
+    segment: Segment,
+    *,
+    retry_failed: bool = False,
+    include_unknown: bool = False,
 ) -> SendPlan:
     """Compose the issue and count who would get it; sends nothing, and needs neither the
     server nor its password."""
@@ -82,7 +87,7 @@ def plan_send(
         store.deliveries(composed.issue.slug) as journal,
     ):
         active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed)
+        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
     return SendPlan(composed, segment, active, done, describe_server(config.smtp))
 
 
@@ -93,6 +98,7 @@ def send_issue(
     *,
     settings: DispatchSettings | None = None,
     retry_failed: bool = False,
+    include_unknown: bool = False,
     transport: Transport | None = None,
     on_start: Callable[[SendPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -117,11 +123,13 @@ def send_issue(
     with open_store(config.subscribers) as store, store.deliveries(slug) as journal:
         journal.acquire(segment)
         active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed)
+        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
         plan = SendPlan(first, segment, active, done, transport.description)
         if on_start is not None:
             on_start(plan)
-        recipients = journal.recipients(segment, retry_failed=retry_failed)
+        recipients = journal.recipients(
+            segment, retry_failed=retry_failed, include_unknown=include_unknown
+        )
         try:
             report = _run(recipients, render, transport, journal, settings, on_progress)
         except JournalError as exc:
@@ -179,8 +187,13 @@ def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
         return journal.status()
 
 
-def _count_to_send(journal: DispatchJournal, segment: Segment, retry_failed: bool) -> int:
-    return sum(1 for _ in journal.recipients(segment, retry_failed=retry_failed))
+def _count_to_send(
+    journal: DispatchJournal, segment: Segment, retry_failed: bool, include_unknown: bool
+) -> int:
+    to_send = journal.recipients(
+        segment, retry_failed=retry_failed, include_unknown=include_unknown
+    )
+    return sum(1 for _ in to_send)
 
 
 def _stopped_by_journal(exc: JournalError, journal: DispatchJournal) -> JournalError:
@@ -239,4 +252,11 @@ def _run(
 def _describe(report: DispatchReport) -> str:
     if report.stopped:
         return f"{report.stopped}: {report.reason}"
-    return "complete" if report.complete else f"{report.failed} failed"
+    if report.complete:
+        return "complete"
+    left = [f"{report.failed} failed"] if report.failed else []
+    if report.unknown:
+        left.append(f"{report.unknown} unknown")
+    if report.deferred:
+        left.append(f"{report.deferred} deferred")
+    return ", ".join(left)

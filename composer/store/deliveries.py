@@ -105,7 +105,8 @@ class TracedDelivery:
 @dataclass(frozen=True, kw_only=True)
 class DispatchStatus:
     """Where a dispatch stands: counts per state, how many active subscribers of its
-    segment have no delivery yet, and every failure with the server's reply."""
+    segment have no delivery yet, and every copy not delivered (deferred, failed or of
+    unknown outcome) with the server's reply. What ``send`` and ``status`` both show."""
 
     issue: str
     segment: Segment | None
@@ -141,7 +142,12 @@ class DispatchJournal(Protocol):
         over once this process has ended). Either way this journal no longer holds it."""
 
     def recipients(
-        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` that :func:`still_to_send` keeps, in
         insertion order, read ``page_size`` at a time so memory stays flat."""
@@ -167,18 +173,21 @@ class DispatchJournal(Protocol):
     ) -> None: ...
 
 
-def still_to_send(state: State | None, retryable: bool, *, retry_failed: bool) -> bool:
+def still_to_send(
+    state: State | None, retryable: bool, *, retry_failed: bool, include_unknown: bool = False
+) -> bool:
     """Whether a reader whose copy is recorded as ``state`` (None: never attempted) gets
     it in this run. A copy the server took (sent, and what came back after it) never
     goes again; a failure only with ``retry_failed`` and when ``retryable``; a copy of
-    unknown outcome, which may have arrived, only with ``retry_failed``."""
+    unknown outcome, which may have arrived, only when asked for by both
+    ``retry_failed`` and ``include_unknown``."""
     match state:
         case None | "pending" | "sending" | "deferred":
             return True
         case "failed":
             return retry_failed and retryable
         case "unknown":
-            return retry_failed
+            return retry_failed and include_unknown
         case "sent" | "bounced" | "complained":
             return False
         case _:

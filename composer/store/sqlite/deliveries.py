@@ -171,7 +171,12 @@ class SqliteDispatchJournal:
             ) from exc
 
     def recipients(
-        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` still to send to, a page at a time."""
         tiers = segment_tiers(segment)
@@ -188,7 +193,12 @@ class SqliteDispatchJournal:
             # and writers (the unsubscribe server, this journal) are never blocked by it.
             rows = self._reads.execute(query, (self.issue, *tiers, last, page_size)).fetchall()
             for sid, email, key, name, tier, state, retryable in rows:
-                if still_to_send(state, bool(retryable), retry_failed=retry_failed):
+                if still_to_send(
+                    state,
+                    bool(retryable),
+                    retry_failed=retry_failed,
+                    include_unknown=include_unknown,
+                ):
                     yield Recipient(
                         email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
                     )
@@ -270,8 +280,8 @@ class SqliteDispatchJournal:
         failures = [
             _delivery(row)
             for row in self._reads.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ?"
-                " AND d.state IN ('failed', 'deferred') ORDER BY d.state, d.subscriber_id",
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ? AND"
+                " d.state IN ('failed', 'deferred', 'unknown') ORDER BY d.state, d.subscriber_id",
                 (self.issue,),
             )
         ]
