@@ -851,6 +851,17 @@ def test_send_test_goes_only_to_the_given_addresses_with_a_test_subject(send_con
     assert all(m["Subject"].startswith("[TEST] ") for m in smtp.messages())
 
 
+def test_a_test_copy_with_no_reply_to_its_end_is_reported_unknown_not_failed(send_config, smtp):
+    smtp.handler.stall_seconds = 1.0
+    smtp.handler.faults["ed@example.org"] = ["store-stall", "store-stall"]
+    result = CliRunner().invoke(
+        cli, ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--config", str(send_config)]
+    )
+    assert result.exit_code == 1
+    assert "0 of 1 sent, 0 failed, 1 unknown (may have arrived)" in result.output
+    assert smtp.received() == {"ed@example.org": 2}
+
+
 def test_a_test_goes_to_the_given_addresses_else_to_test_recipients(config):
     assert addresses_for_test(config, ["me@example.org"]) == ("me@example.org",)
     assert addresses_for_test(config) == ("editor@example.com",)

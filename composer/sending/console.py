@@ -148,7 +148,8 @@ def print_test_report(report: DispatchReport, count: int) -> bool:
     if report.sent == count:
         console.print(f"Test sent to {count} address{'es' if count > 1 else ''}.")
         return True
-    errors.print(f"Test: {report.sent} of {count} sent, {report.failed} failed.")
+    unknown = f", {report.unknown} unknown (may have arrived)" if report.unknown else ""
+    errors.print(f"Test: {report.sent} of {count} sent, {report.failed} failed{unknown}.")
     return False
 
 
