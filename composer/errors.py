@@ -5,7 +5,8 @@
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
     ├── TemplateError                        a template under templates/ is broken
     ├── StoreError                           the subscriber database cannot be opened, too new
-    │   └── StoreBusy                        another process holds its write lock too long
+    │   ├── StoreBusy                        another process holds its write lock too long
+    │   └── JournalError                     a dispatch cannot record (full disk): it stops
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
@@ -79,6 +80,16 @@ class StoreBusy(StoreError):
     command waits; nothing was written (or, for an import, the batches saved before)."""
 
 
+class JournalError(StoreError):
+    """The delivery record of a dispatch cannot be written (a full disk, a failing file), so
+    the dispatch stops. ``unsaved`` counts the readers the server took whose ``sent``
+    could not be recorded either: they stay in flight, and a rerun sends them again."""
+
+    def __init__(self, message: str, *, unsaved: int = 0) -> None:
+        self.unsaved = unsaved
+        super().__init__(message)
+
+
 class SubscriberFileError(NewsletterError):
     """A subscriber CSV cannot be imported at all; single bad rows are reported as data instead."""
 
@@ -119,6 +130,10 @@ class SmtpAuthError(SendError):
     """The server refused the username or password; retrying could lock the account."""
 
 
+# The stage of an SMTP transaction after the message itself: the final dot, then its reply.
+END_OF_DATA = "end of DATA"
+
+
 class SmtpReplyError(SendError):
     """The server refused one message with ``code``; the connection is still usable.
 
@@ -136,15 +151,28 @@ class SmtpReplyError(SendError):
 
 
 class SmtpConnectionLost(SendError, ConnectionError):
-    """The connection dropped, timed out or fell out of step mid-transaction; whether the
-    server accepted the message in flight is unknown. ``code`` is 421 when the server
-    said it was closing; ``timeout`` marks a step that took longer than [smtp] timeout."""
+    """The connection dropped, timed out or fell out of step mid-transaction. ``code`` is
+    421 when the server said it was closing; ``timeout`` marks a step that took longer
+    than [smtp] timeout; ``stage`` is the step (``CONNECT``, ``MAIL``, ``end of DATA``…)."""
 
     def __init__(
-        self, message: str, *, code: int | None = None, reply: str = "", timeout: bool = False
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        reply: str = "",
+        timeout: bool = False,
+        stage: str = "",
     ) -> None:
         self.timeout = timeout
+        self.stage = stage
         super().__init__(message, code=code, reply=reply)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """No reply to the final dot in time: the server may have taken the message (a
+        slow server often has), so sending it again may deliver it twice."""
+        return self.timeout and self.stage == END_OF_DATA
 
 
 class DispatchLocked(SendError):

@@ -4,7 +4,9 @@ port, in its own thread, with faults injected per recipient.
 ``faults[address]`` is a list consumed one entry per attempt at that address:
 ``"451 …"``/``"550 …"`` (a reply at RCPT), ``"data:554 …"`` (a reply at DATA),
 ``"421"`` (say so at RCPT and close the session), ``"drop"`` (close the connection mid-DATA,
-storing nothing), ``"stall"`` (never answer DATA in time, storing nothing).
+storing nothing), ``"stall"`` (never answer DATA in time, storing nothing), ``"store-stall"``
+(store the message, then answer the final dot only after the client's timeout: a server
+that delivers but whose reply never arrives).
 
 ``sessions`` records, per stored message, the TLS cipher of its connection (None in
 clear) and the login it was sent under (None without AUTH); ``envelopes`` its
@@ -41,7 +43,7 @@ class FaultyOutbox(OutboxHandler):
         queue = self.faults.get(address)
         if not queue:
             return None
-        at_data = queue[0].startswith("data:") or queue[0] in ("drop", "stall")
+        at_data = queue[0].startswith("data:") or queue[0] in ("drop", "stall", "store-stall")
         if at_data != (stage == "DATA"):
             return None
         return queue.pop(0).removeprefix("data:")
@@ -67,10 +69,17 @@ class FaultyOutbox(OutboxHandler):
         if fault == "stall":
             await asyncio.sleep(self.stall_seconds)
             return "451 too late"
+        if fault == "store-stall":
+            stored = await self._store(server, session, envelope)
+            await asyncio.sleep(self.stall_seconds)
+            return stored
         if fault is not None:
             return fault
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        return await self._store(server, session, envelope)
+
+    async def _store(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         login = session.auth_data.login if session.authenticated else None
         self.sessions.append((server.transport.get_extra_info("cipher"), login))
         self.envelopes.append(

@@ -3,23 +3,26 @@ recipient): who received what, and how often."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import ipaddress
 import itertools
 import os
+import resource
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,13 +32,14 @@ from composer.cli import cli
 from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import load_config
-from composer.errors import DispatchLocked, SmtpAuthError, SmtpConnectError
+from composer.errors import DispatchLocked, JournalError, SmtpAuthError, SmtpConnectError
 from composer.sending.dispatch import DispatchSettings
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, dispatch_status, send_issue
 from composer.sending.transport import SmtpTransport
 from composer.store import NewSubscriber, open_store
 from composer.store.deliveries import Recipient
+from composer.store.sqlite.deliveries import SqliteDispatchJournal
 from composer.unsubscribe import UnsubscribeLinks
 from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
 from tests.smtp_server import SmtpServer
@@ -69,6 +73,16 @@ def fast(config_path: Path, **overrides) -> DispatchSettings:
     )
     values.update(overrides)
     return DispatchSettings(**values)
+
+
+def with_send(config_path: Path, **values: object) -> Path:
+    """Rewrite ``[send]`` keys of the config at ``config_path`` (values as TOML)."""
+    lines = config_path.read_text(encoding="utf-8").splitlines()
+    start = lines.index("[send]") + 1
+    kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
+    kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
+    config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return config_path
 
 
 def send(config_path: Path, **overrides):
@@ -376,6 +390,69 @@ def test_a_server_that_stalls_past_the_timeout_is_abandoned_and_the_message_retr
     assert report.complete and report.sent == 4
     assert smtp.received()["reader1@example.org"] == 1
     assert time.monotonic() - started < 5
+
+
+def test_a_server_that_stores_but_never_answers_the_final_dot_gets_one_retry_then_unknown(
+    send_config, smtp
+):
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--config", str(send_config)])
+
+    subscribe(send_config, 4)
+    with_send(send_config, max_attempts=5)
+    smtp.handler.stall_seconds = 1.0  # the config's timeout is 0.5 s
+    smtp.handler.faults["reader1@example.org"] = ["store-stall"] * 5
+    result = run("send", str(EXAMPLE_MD), "--yes")
+    assert result.exit_code == 1
+    assert smtp.received()["reader1@example.org"] == 2, "the first copy and one retry, no more"
+    said = " ".join(result.output.split())
+    assert "1 unknown" in said and "--retry-failed --include-unknown`" in said
+    assert "--retry-failed` tries" not in said, "nothing failed, nothing to advise"
+
+    status = run("status", str(EXAMPLE_MD))
+    assert "unknown" in status.output
+    [line] = [line for line in status.output.splitlines() if "reader1@" in line]
+    assert "unknown after 2 attempts" in line and "--include-unknown" in line
+
+    again = run("send", str(EXAMPLE_MD), "--yes", "--retry-failed")
+    assert "Nothing to send" in again.output, again.output
+    alone = run("send", str(EXAMPLE_MD), "--yes", "--include-unknown")
+    assert alone.exit_code == 2 and "--retry-failed" in alone.output
+    assert smtp.received()["reader1@example.org"] == 2
+
+    smtp.handler.faults["reader1@example.org"] = []
+    asked = run("send", str(EXAMPLE_MD), "--yes", "--retry-failed", "--include-unknown")
+    assert asked.exit_code == 0, asked.output
+    assert smtp.received() == {f"reader{n}@example.org": 3 if n == 1 else 1 for n in range(4)}
+
+
+def test_after_a_copy_of_unknown_outcome_a_temporary_refusal_ends_it_as_unknown(send_config, smtp):
+    subscribe(send_config, 2)
+    smtp.handler.stall_seconds = 1.0
+    smtp.handler.faults["reader1@example.org"] = ["store-stall", "451 4.3.0 later", "451 later"]
+    report = send(send_config, max_attempts=5)
+    assert (report.sent, report.failed, report.unknown) == (1, 0, 1)
+    assert smtp.handler.attempts["reader1@example.org"] == 2
+    assert smtp.received()["reader1@example.org"] == 1
+    [row] = dispatch_status(EXAMPLE_MD, load_config(send_config)).failures
+    assert (row.email, row.state, row.attempts) == ("reader1@example.org", "unknown", 2)
+
+
+def test_the_summary_after_a_pause_shows_the_same_counts_as_status(send_config, smtp):
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--config", str(send_config)])
+
+    addresses = subscribe(send_config, 150)
+    for address in addresses:
+        smtp.handler.faults[address] = ["data:554 5.7.0 Message rejected"]
+    summary = run("send", str(EXAMPLE_MD), "--yes")  # 50 failures in a row pause it
+    assert "Paused" in summary.output
+    status = run("status", str(EXAMPLE_MD))
+    left = dispatch_status(EXAMPLE_MD, load_config(send_config)).not_attempted
+    assert left > 50, "most of the list is still to send"
+    table = status.output[status.output.index("┏") : status.output.index("┘") + 1]
+    assert f"{left:,}" in table
+    assert table in summary.output, f"summary:\n{summary.output}\nstatus:\n{status.output}"
 
 
 def test_consecutive_failures_pause_the_dispatch_instead_of_burning_the_list(send_config, smtp):
@@ -770,6 +847,17 @@ def test_send_test_goes_only_to_the_given_addresses_with_a_test_subject(send_con
     assert all(m["Subject"].startswith("[TEST] ") for m in smtp.messages())
 
 
+def test_a_test_copy_with_no_reply_to_its_end_is_reported_unknown_not_failed(send_config, smtp):
+    smtp.handler.stall_seconds = 1.0
+    smtp.handler.faults["ed@example.org"] = ["store-stall", "store-stall"]
+    result = CliRunner().invoke(
+        cli, ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--config", str(send_config)]
+    )
+    assert result.exit_code == 1
+    assert "0 of 1 sent, 0 failed, 1 unknown (may have arrived)" in result.output
+    assert smtp.received() == {"ed@example.org": 2}
+
+
 def test_a_test_goes_to_the_given_addresses_else_to_test_recipients(config):
     assert addresses_for_test(config, ["me@example.org"]) == ("me@example.org",)
     assert addresses_for_test(config) == ("editor@example.com",)
@@ -838,6 +926,96 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_records_them(send_config,
     counts = dispatch_status(EXAMPLE_MD, load_config(send_config)).counts
     assert counts["sent"] == stored, "every message the server took is recorded as sent"
     assert counts["sending"] == 0
+
+
+def test_a_full_disk_stops_the_dispatch_in_one_line_and_a_rerun_sends_nobody_twice(
+    send_config, smtp
+):
+    addresses = subscribe(send_config, 300)
+    smtp.handler.data_delay = 0.002
+    config = load_config(send_config)
+    database = config.subscribers.database
+    # No file may grow past the database's size plus room for a few dozen commits: the
+    # journal's log fills it mid-dispatch and the kernel refuses the write, as a full
+    # disk would.
+    limit = database.stat().st_size + 120_000
+
+    def disk_fills_up() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "composer", "send", str(EXAMPLE_MD), "--yes",
+               "--concurrency", "8", "--config", str(send_config)]  # fmt: skip
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+    started = time.monotonic()
+    full = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        preexec_fn=disk_fills_up,
+    )  # fmt: skip
+    assert time.monotonic() - started < 15
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr
+    [line] = full.stderr.strip().splitlines()
+    assert "cannot record the dispatch" in line and "run the same command" in line, line
+    accepted = smtp.messages()
+    assert 0 < len(accepted) < 300, "the disk filled up mid-dispatch"
+    with open_store(config.subscribers) as store:
+        states = [
+            store.find_delivery(str(message["Message-ID"])).delivery.state for message in accepted
+        ]
+    assert set(states) == {"sent"}, "every message the server took is recorded as sent"
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert smtp.received() == {address: 1 for address in addresses}, "nobody gets it twice"
+
+
+def test_a_journal_out_of_room_stops_at_once_and_names_every_copy_a_rerun_sends_again(
+    send_config, smtp, monkeypatch
+):
+    addresses = subscribe(send_config, 300)
+    config = load_config(send_config)
+    acquire = SqliteDispatchJournal.acquire
+
+    def acquire_with_no_room_to_grow(journal: SqliteDispatchJournal, segment: str) -> None:
+        acquire(journal, segment)
+        # Past this many pages SQLite answers SQLITE_FULL, "database or disk is full",
+        # exactly as it does when the disk itself has no room left.
+        pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+        journal._db.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+    monkeypatch.setattr(SqliteDispatchJournal, "acquire", acquire_with_no_room_to_grow)
+    raised: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            send_issue(EXAMPLE_MD, config, "all", settings=fast(send_config, concurrency=8))
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=dispatch, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the dispatch hangs once its journal cannot be written"
+    [error] = raised
+    assert isinstance(error, JournalError), error
+    assert "database or disk is full" in error.message and "lock is released" in error.message
+    accepted = smtp.messages()
+    with open_store(config.subscribers) as store:
+        states = collections.Counter(
+            store.find_delivery(str(message["Message-ID"])).delivery.state for message in accepted
+        )
+    assert not dispatch_status(EXAMPLE_MD, config).running
+    assert set(states) <= {"sent", "sending"}, "a copy the server took is never lost"
+    assert states["sending"] == error.unsaved <= 8, "the line counts what a rerun sends again"
+    if error.unsaved:
+        assert f"{error.unsaved} copies" in error.message
+
+    monkeypatch.undo()
+    assert send(send_config).complete
+    received = smtp.received()
+    assert set(received) == set(addresses)
+    assert sum(received.values()) - len(addresses) == error.unsaved
 
 
 def test_rate_limits_message_starts(send_config, smtp):

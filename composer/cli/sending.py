@@ -84,6 +84,12 @@ def send_test_command(
     is_flag=True,
     help="Send content already sent in another dispatch (e.g. a copy under another id).",
 )
+@click.option(
+    "--include-unknown",
+    is_flag=True,
+    help="With --retry-failed, also send again the copies whose outcome is unknown (no"
+    " reply to the end of the message in time: they may have arrived).",
+)
 @config_option
 def send(
     issue_path: Path,
@@ -94,6 +100,7 @@ def send(
     rate: float | None,
     retry_failed: bool,
     again: bool,
+    include_unknown: bool,
     config_path: Path,
 ) -> None:
     """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
@@ -101,9 +108,18 @@ def send(
     from composer.sending.console import confirm_plan, print_send_result, progress_display
     from composer.sending.send import dispatch_settings, plan_send, send_issue
 
+    if include_unknown and not retry_failed:
+        raise click.UsageError("--include-unknown goes with --retry-failed")
     config = load_config(config_path)
     chosen = as_segment(segment)
-    plan = plan_send(issue_path, config, chosen, retry_failed=retry_failed, again=again)
+    plan = plan_send(
+        issue_path,
+        config,
+        chosen,
+        retry_failed=retry_failed,
+        include_unknown=include_unknown,
+        again=again,
+    )
     if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
         return
     with progress_display() as display:
@@ -114,6 +130,7 @@ def send(
             settings=dispatch_settings(config, concurrency, rate),
             retry_failed=retry_failed,
             again=again,
+            include_unknown=include_unknown,
             on_start=display.start,
             on_progress=display.update,
         )

@@ -34,7 +34,7 @@ def confirm_plan(plan: SendPlan, *, dry_run: bool, assume_yes: bool) -> bool:
     console.print(f"Issue:    {plan.issue.subject} ({issue.slug})")
     console.print(f"Segment:  {plan.segment}: {plan.active:,} active subscribers")
     if plan.done:
-        console.print(f"Already:  {plan.done:,} recorded as sent or failed, skipped")
+        console.print(f"Already:  {plan.done:,} recorded as sent, failed or unknown, skipped")
     plural = "" if plan.to_send == 1 else "s"
     console.print(f"To send:  {plan.to_send:,} message{plural} via {plan.server}")
     if dry_run:
@@ -79,12 +79,13 @@ class ProgressDisplay:
     def update(self, counts: Counts) -> None:
         if self.task is None:
             return
+        unknown = f"  unknown {counts.unknown:,}" if counts.unknown else ""
         self.bar.update(
             self.task,
-            completed=counts.sent + counts.failed,
+            completed=counts.sent + counts.failed + counts.unknown,
             counts=(
                 f"sent {counts.sent:,}  deferred {counts.deferred:,}  failed {counts.failed:,}"
-                f"  {counts.rate:,.0f}/s"
+                f"{unknown}  {counts.rate:,.0f}/s"
             ),
         )
 
@@ -94,22 +95,19 @@ def progress_display() -> ProgressDisplay:
 
 
 def print_send_result(result: SendResult, issue_path: Path) -> bool:
-    """The summary of a dispatch; True when every recipient got the issue."""
+    """The summary of a dispatch: what this run did, then where the whole dispatch
+    stands, the same table ``status`` shows; True when every recipient got the issue."""
     report = result.report
-    table = Table(title=f"{result.plan.issue.issue.slug} to {result.plan.segment}")
-    for column in ("sent", "failed", "bounced", "deferred", "not attempted", "time"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{report.sent:,}",
-        f"{report.failed:,}",
-        f"{report.bounced:,}",
-        f"{report.deferred:,}",
-        f"{report.not_attempted:,}",
-        f"{report.elapsed:.1f}s",
-    )
-    console.print(table)
+    console.print(f"This run: {_this_run(report)} in {report.elapsed:.1f}s")
+    console.print(_counts_table(result.status))
     _print_failures(report)
     again = f"newsletter send {issue_path}"
+    if report.unknown:
+        errors.print(
+            f"Unknown: {report.unknown:,} got no reply to the end of the message in time and"
+            " may have arrived; they are not sent again unless you ask with"
+            f" `{again} --retry-failed --include-unknown`."
+        )
     if report.stopped == "interrupted":
         errors.print(
             f"Stopped after the messages in flight; run `{again}` to resume"
@@ -120,13 +118,28 @@ def print_send_result(result: SendResult, issue_path: Path) -> bool:
     elif report.complete:
         console.print(f"Sent to all {report.sent:,} recipients.")
         return True
-    else:
+    elif report.failed:
+        retry = ""
+        if any(outcome.retryable for outcome in report.failures if outcome.state == "failed"):
+            retry = f"; `{again} --retry-failed` tries the temporary ones again"
+        attempted = report.sent + report.failed + report.unknown
         errors.print(
-            f"{report.failed:,} of {report.sent + report.failed:,} failed;"
-            f" see `newsletter status {issue_path}`; `{again} --retry-failed` tries the"
-            " temporary ones again."
+            f"{report.failed:,} of {attempted:,} failed;"
+            f" see `newsletter status {issue_path}`{retry}."
         )
     return False
+
+
+def _this_run(report: DispatchReport) -> str:
+    counts = [f"{report.sent:,} sent"]
+    if report.failed:
+        bounced = f" ({report.bounced:,} bounced)" if report.bounced else ""
+        counts.append(f"{report.failed:,} failed{bounced}")
+    if report.unknown:
+        counts.append(f"{report.unknown:,} unknown")
+    if report.deferred:
+        counts.append(f"{report.deferred:,} deferred")
+    return ", ".join(counts)
 
 
 def print_test_report(report: DispatchReport, count: int) -> bool:
@@ -135,7 +148,8 @@ def print_test_report(report: DispatchReport, count: int) -> bool:
     if report.sent == count:
         console.print(f"Test sent to {count} address{'es' if count > 1 else ''}.")
         return True
-    errors.print(f"Test: {report.sent} of {count} sent, {report.failed} failed.")
+    unknown = f", {report.unknown} unknown (may have arrived)" if report.unknown else ""
+    errors.print(f"Test: {report.sent} of {count} sent, {report.failed} failed{unknown}.")
     return False
 
 
@@ -147,22 +161,15 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
     counts = status.counts
     state = "running now" if status.running else (status.last_result or "not running")
     console.print(f"{status.issue} to {status.segment}: {state}")
-    table = Table()
-    for column in ("sent", "in flight at a crash", "deferred", "failed", "not yet attempted"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{counts['sent']:,}",
-        f"{counts['sending']:,}",
-        f"{counts['deferred']:,}",
-        f"{counts['failed']:,}",
-        f"{status.not_attempted:,}",
-    )
-    console.print(table)
+    console.print(_counts_table(status))
     if status.failures:
         # Plain lines, not a table: a reply is long, and these get grepped and pasted.
         console.print("Not delivered:")
         for row in status.failures:
-            retry = "retried by --retry-failed" if row.retryable else "not retried"
+            if row.state == "unknown":
+                retry = "may have arrived; retried only by --retry-failed --include-unknown"
+            else:
+                retry = "retried by --retry-failed" if row.retryable else "not retried"
             attempts = f"{row.attempts} attempt{'s' if row.attempts != 1 else ''}"
             console.print(
                 f"  {row.email}  {row.state} after {attempts}:"
@@ -175,8 +182,28 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
         console.print(f"Run `newsletter send {issue_path}` to resume.")
 
 
+def _counts_table(status: DispatchStatus) -> Table:
+    """Where a dispatch stands, from its delivery record: the one table that both the
+    summary of ``send`` and ``status`` print, so they never disagree."""
+    counts = status.counts
+    columns = {
+        "sent": counts["sent"],
+        "unknown": counts["unknown"],
+        "in flight": counts["sending"],
+        "deferred": counts["deferred"],
+        "failed": counts["failed"],
+        "not yet attempted": status.not_attempted,
+    }
+    table = Table()
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{count:,}" for count in columns.values()))
+    return table
+
+
 def _print_failures(report: DispatchReport) -> None:
     for outcome in report.failures[:20]:
-        errors.print(f"  {outcome.recipient.email}: {outcome.code or ''} {outcome.reply}".rstrip())
+        reply = f"{outcome.code} {outcome.reply}" if outcome.code else outcome.reply
+        errors.print(f"  {outcome.recipient.email}: {reply}".rstrip())
     if len(report.failures) > 20:
         errors.print(f"  … and {len(report.failures) - 20:,} more (newsletter status)")

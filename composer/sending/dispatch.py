@@ -10,8 +10,9 @@ SMTP connections, with the outcome of each recorded before the next begins.
               crash at most one accepted-but-unrecorded message per connection exists
 
 Partial failure is data: :func:`dispatch` returns a :class:`DispatchReport`; only a
-refused login (:class:`SmtpAuthError`) or an unreachable server before the first
-message raises.
+refused login (:class:`SmtpAuthError`), an unreachable server before the first
+message, or a journal that cannot be written (:class:`JournalError`: nothing more is
+sent, the messages in flight finish) raises.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from composer.errors import (
+    JournalError,
     SendError,
     SmtpAuthError,
     SmtpConnectError,
@@ -45,7 +47,8 @@ _BAD_SENDER = re.compile(r"^\s*5\.1\.[78]\b")
 
 
 class Journal(Protocol):
-    """Where outcomes are recorded; :meth:`record` commits before it returns."""
+    """Where outcomes are recorded; :meth:`record` commits before it returns, and raises
+    (:class:`JournalError`) having recorded nothing when it cannot."""
 
     def record(self, outcomes: Iterable[Outcome]) -> None: ...
 
@@ -80,6 +83,7 @@ class Progress:
     sent: int = 0
     deferred: int = 0  # waiting for a retry now
     failed: int = 0
+    unknown: int = 0
     bounced: int = 0
     attempted: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -94,13 +98,15 @@ class Progress:
 @dataclass
 class DispatchReport:
     """What a run did. ``stopped`` is None when it ran to the end, else why it stopped:
-    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row)."""
+    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row). ``unknown``
+    counts copies whose outcome is unknown (no reply to the end of the message in time:
+    they may have arrived); ``failures`` holds the failed and unknown outcomes."""
 
     sent: int = 0
     failed: int = 0
+    unknown: int = 0
     deferred: int = 0  # still waiting for a retry when the run stopped
     bounced: int = 0
-    not_attempted: int = 0
     failures: list[Outcome] = field(default_factory=list)
     stopped: str | None = None
     reason: str = ""
@@ -109,7 +115,7 @@ class DispatchReport:
     @property
     def complete(self) -> bool:
         """Every recipient got their copy."""
-        return self.stopped is None and not self.failed and not self.deferred
+        return self.stopped is None and not self.failed and not self.unknown and not self.deferred
 
 
 class _Pace:
@@ -172,8 +178,13 @@ class _Dispatch:
         self.outstanding = 0
         self.producer_done = False
         self.retries: dict[Recipient, asyncio.TimerHandle] = {}
+        # Readers a copy of whom got no reply to its end in time, and that attempt.
+        self.unconfirmed: dict[Recipient, int] = {}
         self.consecutive_failures = 0
         self.fatal: SendError | None = None
+        # Why the journal could not be written: nothing more is sent once it is set.
+        self.journal_failure: BaseException | None = None
+        self.unsaved = 0
         self._buffer: list[Outcome] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
@@ -188,7 +199,10 @@ class _Dispatch:
         self._kick()
 
     async def committed(self, outcome: Outcome | None = None) -> None:
-        """Buffer ``outcome`` and wait until it (and everything before it) is committed."""
+        """Buffer ``outcome`` and wait until it (and everything before it) is committed;
+        raise :class:`_JournalDown` once the journal cannot be written."""
+        if self.journal_failure is not None:
+            raise _JournalDown
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if outcome is not None:
@@ -206,7 +220,9 @@ class _Dispatch:
 
     def _start_commit(self) -> None:
         self._flush_scheduled = False
-        if self._committing or not (self._buffer or self._waiters):
+        if self._committing or self.journal_failure is not None:
+            return
+        if not (self._buffer or self._waiters):
             return
         batch, self._buffer = self._buffer, []
         waiters, self._waiters = self._waiters, []
@@ -215,22 +231,33 @@ class _Dispatch:
         # on talking SMTP; changes made meanwhile form the next commit.
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._writer, self.journal.record, batch)
-        future.add_done_callback(lambda done: self._finish_commit(done, waiters))
+        future.add_done_callback(lambda done: self._finish_commit(done, batch, waiters))
 
     def _finish_commit(
-        self, done: asyncio.Future[None], waiters: list[asyncio.Future[None]]
+        self,
+        done: asyncio.Future[None],
+        batch: list[Outcome],
+        waiters: list[asyncio.Future[None]],
     ) -> None:
         self._committing = False
         failure = done.exception()
+        if failure is not None:
+            # Nothing of the batch was written: it goes back before what was noted since,
+            # for drain()'s last try. Every worker waiting, now or later, learns at once
+            # (one left waiting would hold the run, and its lock, for good).
+            self._buffer[:0] = batch
+            self.journal_failure = failure
+            waiters += self._waiters
+            self._waiters = []
+            self.halt("paused", f"cannot write the journal: {failure}")
         for waiter in waiters:
             if waiter.done():
                 continue
             if failure is not None:
-                waiter.set_exception(failure)
+                waiter.set_exception(_JournalDown())
             else:
                 waiter.set_result(None)
         if failure is not None:
-            self.halt("paused", f"cannot write the journal: {failure}")
             return
         if self.on_progress is not None:
             self.on_progress(self.progress)
@@ -238,9 +265,25 @@ class _Dispatch:
             self._kick()
 
     async def drain(self) -> None:
-        """Wait until every buffered outcome is committed."""
-        while self._buffer or self._committing:
-            await self.committed()
+        """Wait until every buffered outcome is committed. Once the journal has failed,
+        try once more to save the outcomes of the messages already sent, without the
+        new ``sending`` rows that no longer matter: a copy the server took but the
+        journal still has in flight would go again on a rerun. Count those left so."""
+        try:
+            while self._buffer or self._committing:
+                await self.committed()
+        except _JournalDown:
+            pass
+        known = [outcome for outcome in self._buffer if outcome.state != "sending"]
+        self._buffer = []
+        if self.journal_failure is None or not known:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._writer, self.journal.record, known)
+        except Exception:  # whatever it is, the first failure is the one to report
+            taken = {o.recipient for o in known if o.state in ("sent", "unknown")}
+            self.unsaved = len(taken)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -269,8 +312,15 @@ class _Dispatch:
                 await self.drain()
             finally:
                 self._writer.shutdown(wait=True)
-        self.report.deferred += len(self.retries)
+        for recipient in self.retries:
+            self.left_waiting(recipient)
         self.report.elapsed = time.monotonic() - self.progress.started
+        if self.journal_failure is not None:
+            if isinstance(self.journal_failure, JournalError):
+                raise JournalError(
+                    self.journal_failure.message, unsaved=self.unsaved
+                ) from self.journal_failure
+            raise self.journal_failure
         if self.fatal is not None:
             raise self.fatal
         return self.report
@@ -320,7 +370,6 @@ class _Dispatch:
                 if attempt == 1:
                     self.room.release()
                 if self.report.stopped is not None:
-                    self.report.not_attempted += 1
                     self.finish(recipient)
                     continue
                 try:
@@ -334,14 +383,19 @@ class _Dispatch:
                     )
                     continue
                 await self.pace.wait()
-                await self.committed(
-                    Outcome(
-                        recipient=recipient,
-                        state="sending",
-                        attempts=attempt,
-                        message_id=copy.message_id,
+                try:
+                    await self.committed(
+                        Outcome(
+                            recipient=recipient,
+                            state="sending",
+                            attempts=attempt,
+                            message_id=copy.message_id,
+                        )
                     )
-                )
+                except _JournalDown:
+                    # Not recorded as in flight, so not sent: the run is stopping.
+                    self.finish(recipient)
+                    continue
                 self.progress.attempted += 1
                 try:
                     if connection is None:
@@ -426,7 +480,14 @@ class _Dispatch:
         if failures > 1:
             self.pace.slow_down(self.progress.rate)
         delay = 0.0 if failures == 1 else None
-        self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc), delay=delay)
+        self.retry_or_fail(
+            recipient,
+            attempt,
+            exc.code,
+            exc.reply or str(exc),
+            delay=delay,
+            unknown=isinstance(exc, SmtpConnectionLost) and exc.outcome_unknown,
+        )
 
     def retry_or_fail(
         self,
@@ -436,11 +497,22 @@ class _Dispatch:
         reply: str,
         *,
         delay: float | None = None,
+        unknown: bool = False,
     ) -> None:
         """Retry ``recipient`` after ``delay`` seconds (default: the back-off), or record
-        them failed when attempts have run out (deferred when the run is stopping)."""
-        out_of_attempts = attempt >= self.settings.max_attempts
-        state: State = "failed" if out_of_attempts else "deferred"
+        them failed when attempts have run out (deferred when the run is stopping).
+
+        ``unknown``: the server may have taken this attempt (no reply to the end of the
+        message in time). Such a reader gets one more attempt, never more, and is
+        recorded ``unknown`` unless that one is confirmed, so that neither a rerun nor
+        ``--retry-failed`` sends yet another copy unasked."""
+        if unknown:
+            self.unconfirmed.setdefault(recipient, attempt)
+        out_of_attempts = (
+            attempt >= self.settings.max_attempts
+            or self.unconfirmed.get(recipient, attempt) < attempt
+        )
+        state: State = "unknown" if unknown else "failed" if out_of_attempts else "deferred"
         outcome = Outcome(
             recipient=recipient,
             state=state,
@@ -450,8 +522,6 @@ class _Dispatch:
             retryable=True,
         )
         if out_of_attempts or self.report.stopped is not None:
-            if state == "deferred":
-                self.report.deferred += 1
             self.settle(outcome)
             return
         # A temporary refusal that will be retried is no failure (greylisting refuses
@@ -466,10 +536,17 @@ class _Dispatch:
         del self.retries[recipient]
         self.progress.deferred -= 1
         if self.report.stopped is not None:
-            # The workers are leaving; the journal already says deferred.
-            self.report.deferred += 1
+            # The workers are leaving; the journal already says deferred (or unknown).
+            self.left_waiting(recipient)
             return
         self.queue.put_nowait((recipient, attempt))
+
+    def left_waiting(self, recipient: Recipient) -> None:
+        """Count ``recipient``, whose retry the stopping run will not make."""
+        if recipient in self.unconfirmed:
+            self.report.unknown += 1
+        else:
+            self.report.deferred += 1
 
     def backoff(self, attempt: int) -> float:
         """Exponential back-off with jitter: about base x 2^(attempt-1), capped."""
@@ -477,17 +554,34 @@ class _Dispatch:
         jitter: float = random.uniform(0.5, 1.0)
         return delay * jitter
 
+    def unknown_if_unconfirmed(self, outcome: Outcome) -> Outcome:
+        """``outcome`` (failed or deferred) as ``unknown`` when an earlier copy to its
+        reader may have arrived: that attempt got no reply to the end of the message."""
+        timed_out = self.unconfirmed.get(outcome.recipient)
+        if timed_out is None or outcome.state not in ("failed", "deferred"):
+            return outcome
+        reply = f"{outcome.reply}; attempt {timed_out} got no reply in time, may have arrived"
+        return replace(outcome, state="unknown", reply=reply)
+
     def settle(self, outcome: Outcome) -> None:
         """Record a final (or, at a stop, deferred) outcome and count it."""
+        if self.unconfirmed:
+            outcome = self.unknown_if_unconfirmed(outcome)
         self.note(outcome)
         if outcome.state == "sent":
             self.report.sent += 1
             self.progress.sent += 1
             self.consecutive_failures = 0
             self.pace.speed_up()
-        elif outcome.state == "failed":
-            self.report.failed += 1
-            self.progress.failed += 1
+        elif outcome.state == "deferred":
+            self.report.deferred += 1
+        else:
+            if outcome.state == "unknown":
+                self.report.unknown += 1
+                self.progress.unknown += 1
+            else:
+                self.report.failed += 1
+                self.progress.failed += 1
             self.report.failures.append(outcome)
             if outcome.bounced:
                 self.report.bounced += 1
@@ -502,6 +596,10 @@ class _Dispatch:
                 "paused",
                 f"{self.consecutive_failures} failures in a row, the last: {reply}",
             )
+
+
+class _JournalDown(Exception):
+    """The journal cannot be written: a worker sends nothing more."""
 
 
 async def dispatch(

@@ -4,7 +4,8 @@ compose each tier once → serialise each once (MessageTemplate)
   → find the dispatch the issue continues (by its id or content, whatever the file is
     called), refusing content already sent in another one unless ``again``
   → take its lock in its delivery record → stream the subscribers still to send to
-  → dispatch → release the lock with the result
+  → dispatch → release the lock with the result → read where the dispatch stands,
+    for the summary (the same report ``status`` shows)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
-from composer.errors import AlreadyDispatched, ConfigError
+from composer.errors import AlreadyDispatched, ConfigError, JournalError
 from composer.model import Issue, Tier
 from composer.sending.dispatch import (
     DispatchReport,
@@ -50,7 +51,7 @@ class SendPlan:
     issue: ComposedIssue
     segment: Segment
     active: int  # active subscribers in the segment
-    done: int  # of those, already recorded as sent (or failed, not to be retried)
+    done: int  # of those, already recorded as sent (or failed or unknown, not to be retried)
     server: str
 
     @property
@@ -60,8 +61,12 @@ class SendPlan:
 
 @dataclass(frozen=True)
 class SendResult:
+    """What this run did (``report``) and where the whole dispatch stands after it
+    (``status``, read from the delivery record like ``newsletter status``)."""
+
     plan: SendPlan
     report: DispatchReport
+    status: DispatchStatus
 
 
 def dispatch_settings(
@@ -83,6 +88,7 @@ def plan_send(
     *,
     retry_failed: bool = False,
     again: bool = False,
+    include_unknown: bool = False,
 ) -> SendPlan:
     """Compose the issue and count who would get it; sends nothing, and needs neither the
     server nor its password. Content already sent in another dispatch raises
@@ -93,7 +99,7 @@ def plan_send(
         _journal(store, composed.issue, again=again) as journal,
     ):
         active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed)
+        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
     return SendPlan(composed, segment, active, done, describe_server(config.smtp))
 
 
@@ -105,6 +111,7 @@ def send_issue(
     settings: DispatchSettings | None = None,
     retry_failed: bool = False,
     again: bool = False,
+    include_unknown: bool = False,
     transport: Transport | None = None,
     on_start: Callable[[SendPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -112,7 +119,8 @@ def send_issue(
     """Dispatch the issue to every active subscriber of ``segment`` not yet recorded as
     sent, continuing its dispatch whatever the file is now called; content already sent
     in another dispatch raises :class:`AlreadyDispatched` unless ``again``. Ctrl-C
-    (SIGINT) or SIGTERM stops after the messages in flight."""
+    (SIGINT) or SIGTERM stops after the messages in flight; so does a delivery record
+    that cannot be written (:class:`JournalError`)."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -132,14 +140,20 @@ def send_issue(
     ):
         journal.acquire(segment)
         active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed)
+        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
         plan = SendPlan(first, segment, active, done, transport.description)
         if on_start is not None:
             on_start(plan)
-        recipients = journal.recipients(segment, retry_failed=retry_failed)
-        report = _run(recipients, render, transport, journal, settings, on_progress)
+        recipients = journal.recipients(
+            segment, retry_failed=retry_failed, include_unknown=include_unknown
+        )
+        try:
+            report = _run(recipients, render, transport, journal, settings, on_progress)
+        except JournalError as exc:
+            raise _stopped_by_journal(exc, journal) from exc
         journal.release(_describe(report))
-    return SendResult(plan, report)
+        status = journal.status()
+    return SendResult(plan, report, status)
 
 
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
@@ -229,8 +243,37 @@ def _repeat(issue: Issue, earlier: DispatchRecord) -> str:
     )
 
 
-def _count_to_send(journal: DispatchJournal, segment: Segment, retry_failed: bool) -> int:
-    return sum(1 for _ in journal.recipients(segment, retry_failed=retry_failed))
+def _count_to_send(
+    journal: DispatchJournal, segment: Segment, retry_failed: bool, include_unknown: bool
+) -> int:
+    to_send = journal.recipients(
+        segment, retry_failed=retry_failed, include_unknown=include_unknown
+    )
+    return sum(1 for _ in to_send)
+
+
+def _stopped_by_journal(exc: JournalError, journal: DispatchJournal) -> JournalError:
+    """The one line for a dispatch whose delivery record could not be written: why, what
+    a rerun will send again, whether the lock is free, and what to do."""
+    try:
+        journal.release("stopped: the delivery record could not be written")
+        lock = "the dispatch lock is released"
+    except JournalError:
+        # The lock names this process; once it has ended, the next run takes it over.
+        lock = "the dispatch lock could not be released (it is free once this process ends)"
+    if exc.unsaved:
+        recorded = (
+            f"{exc.unsaved:,} copies the server took could be recorded only as in flight,"
+            " and a rerun sends those again"
+        )
+    else:
+        recorded = "every message the server took is recorded"
+    return JournalError(
+        f"{exc.message}; the dispatch stopped after the messages in flight, {recorded};"
+        f" {lock}. Free disk space (or fix what the error names), then run the same"
+        " command to resume",
+        unsaved=exc.unsaved,
+    )
 
 
 def _run(
@@ -265,4 +308,11 @@ def _run(
 def _describe(report: DispatchReport) -> str:
     if report.stopped:
         return f"{report.stopped}: {report.reason}"
-    return "complete" if report.complete else f"{report.failed} failed"
+    if report.complete:
+        return "complete"
+    left = [f"{report.failed} failed"] if report.failed else []
+    if report.unknown:
+        left.append(f"{report.unknown} unknown")
+    if report.deferred:
+        left.append(f"{report.deferred} deferred")
+    return ", ".join(left)

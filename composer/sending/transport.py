@@ -18,6 +18,7 @@ import aiosmtplib
 
 from composer.config import SmtpSettings, is_loopback
 from composer.errors import (
+    END_OF_DATA,
     SendError,
     SmtpAuthError,
     SmtpConnectError,
@@ -185,7 +186,7 @@ class SmtpConnection:
             protocol = client.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-            stage = "end of DATA"
+            stage = END_OF_DATA
             protocol.write(dot_stuff(message) + b".\r\n")
             response = await protocol.read_response(timeout=client.timeout)
             _expect(response, stage)
@@ -234,8 +235,15 @@ def _translate(exc: BaseException, stage: str, server: str) -> SendError:
             reply=exc.message,
         )
     if isinstance(exc, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        if stage == END_OF_DATA:
+            return SmtpConnectionLost(
+                f"{server} did not answer the end of the message in time",
+                reply="no reply to the end of the message in time: it may have been delivered",
+                timeout=True,
+                stage=stage,
+            )
         return SmtpConnectionLost(
-            f"{server} did not answer {stage} in time", reply="timed out", timeout=True
+            f"{server} did not answer {stage} in time", reply="timed out", timeout=True, stage=stage
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code == 421 or stage in ("CONNECT", "RSET"):
@@ -249,6 +257,7 @@ def _translate(exc: BaseException, stage: str, server: str) -> SendError:
                 f"{server} closed the session at {stage}: {exc.code} {exc.message}",
                 code=exc.code,
                 reply=exc.message,
+                stage=stage,
             )
         return SmtpReplyError(
             f"{server} refused {stage}: {exc.code} {exc.message}",
@@ -273,6 +282,7 @@ def _translate(exc: BaseException, stage: str, server: str) -> SendError:
     return SmtpConnectionLost(
         f"{server} dropped the connection at {stage}: {exc or type(exc).__name__}",
         reply=str(exc) or "connection lost",
+        stage=stage,
     )
 
 

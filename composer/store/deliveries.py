@@ -113,8 +113,9 @@ class TracedDelivery:
 @dataclass(frozen=True, kw_only=True)
 class DispatchStatus:
     """Where a dispatch stands: counts per state, how many active subscribers of its
-    segment have no delivery yet, and every failure with the server's reply. ``issue``
-    is the journal's name."""
+    segment have no delivery yet, and every copy not delivered (deferred, failed or of
+    unknown outcome) with the server's reply. What ``send`` and ``status`` both show;
+    ``issue`` is the journal's name."""
 
     issue: str
     segment: Segment | None
@@ -186,17 +187,25 @@ class DispatchJournal(Protocol):
         :class:`composer.errors.DispatchLocked` naming the live holder."""
 
     def release(self, result: str = "") -> None:
-        """Give the lock back, noting how the run ended."""
+        """Give the lock back, noting how the run ended; raise
+        :class:`composer.errors.JournalError` when it cannot (the lock is then taken
+        over once this process has ended). Either way this journal no longer holds it."""
 
     def recipients(
-        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` that :func:`still_to_send` keeps, in
         insertion order, read ``page_size`` at a time so memory stays flat."""
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
-        its subscriber bounced (if active), so later issues skip them."""
+        its subscriber bounced (if active), so later issues skip them; raise
+        :class:`composer.errors.JournalError`, having written nothing, when it cannot."""
 
     def status(self) -> DispatchStatus:
         """Counts, what is left, and the failures of this issue's dispatch."""
@@ -214,18 +223,21 @@ class DispatchJournal(Protocol):
     ) -> None: ...
 
 
-def still_to_send(state: State | None, retryable: bool, *, retry_failed: bool) -> bool:
+def still_to_send(
+    state: State | None, retryable: bool, *, retry_failed: bool, include_unknown: bool = False
+) -> bool:
     """Whether a reader whose copy is recorded as ``state`` (None: never attempted) gets
     it in this run. A copy the server took (sent, and what came back after it) never
     goes again; a failure only with ``retry_failed`` and when ``retryable``; a copy of
-    unknown outcome, which may have arrived, only with ``retry_failed``."""
+    unknown outcome, which may have arrived, only when asked for by both
+    ``retry_failed`` and ``include_unknown``."""
     match state:
         case None | "pending" | "sending" | "deferred":
             return True
         case "failed":
             return retry_failed and retryable
         case "unknown":
-            return retry_failed
+            return retry_failed and include_unknown
         case "sent" | "bounced" | "complained":
             return False
         case _:

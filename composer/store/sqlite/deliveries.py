@@ -10,6 +10,7 @@ status) use another connection on the caller's thread, a page at a time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from composer.errors import DispatchLocked, StoreError
+from composer.errors import DispatchLocked, JournalError
 from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
@@ -104,10 +105,12 @@ class SqliteDispatchJournal:
 
     def close(self) -> None:
         """Release the lock if held, then the connections."""
-        if self._locked:
-            self.release()
-        self._db.close()
-        self._reads.close()
+        try:
+            if self._locked:
+                self.release()
+        finally:
+            self._db.close()
+            self._reads.close()
 
     def acquire(self, segment: Segment) -> None:
         """Take this issue's dispatch lock, or raise :class:`DispatchLocked`."""
@@ -149,26 +152,45 @@ class SqliteDispatchJournal:
                     ),
                 )
             self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(self._db)
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(
+                    f"{self.path}: cannot start the dispatch ({exc}); nothing was sent. Free"
+                    " disk space (or fix what the error names), then run the same command"
+                ) from exc
             raise
         self._locked = True
         self._last_heartbeat = now
 
     def release(self, result: str = "") -> None:
-        """Give the lock back, noting how the run ended."""
-        with _transaction(self._db):
-            self._db.execute(
-                "DELETE FROM dispatch_locks WHERE issue = ? AND owner = ?", (self.issue, self.owner)
-            )
-            if result:
-                self._db.execute(
-                    "UPDATE dispatches SET last_result = ? WHERE issue = ?", (result, self.issue)
-                )
+        """Give the lock back, noting how the run ended; tried once (a lock that cannot
+        be deleted goes stale when this process ends)."""
         self._locked = False
+        try:
+            with _transaction(self._db):
+                self._db.execute(
+                    "DELETE FROM dispatch_locks WHERE issue = ? AND owner = ?",
+                    (self.issue, self.owner),
+                )
+                if result:
+                    self._db.execute(
+                        "UPDATE dispatches SET last_result = ? WHERE issue = ?",
+                        (result, self.issue),
+                    )
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"{self.path}: cannot release the dispatch lock of {self.issue} ({exc});"
+                " it is free once this process has ended"
+            ) from exc
 
     def recipients(
-        self, segment: Segment, *, retry_failed: bool = False, page_size: int = 500
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` still to send to, a page at a time."""
         tiers = segment_tiers(segment)
@@ -185,7 +207,12 @@ class SqliteDispatchJournal:
             # and writers (the unsubscribe server, this journal) are never blocked by it.
             rows = self._reads.execute(query, (self.issue, *tiers, last, page_size)).fetchall()
             for sid, email, key, name, tier, state, retryable in rows:
-                if still_to_send(state, bool(retryable), retry_failed=retry_failed):
+                if still_to_send(
+                    state,
+                    bool(retryable),
+                    retry_failed=retry_failed,
+                    include_unknown=include_unknown,
+                ):
                     yield Recipient(
                         email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
                     )
@@ -219,10 +246,16 @@ class SqliteDispatchJournal:
         try:
             self._write(rows, bounces, time.time())
         except sqlite3.Error as exc:
-            raise StoreError(
-                f"{self.path}: cannot record the dispatch ({exc}); nothing more is sent."
-                " Free disk space or fix the file, then rerun the same command to resume"
-            ) from exc
+            self._make_room()
+            raise JournalError(f"{self.path}: cannot record the dispatch ({exc})") from exc
+
+    def _make_room(self) -> None:
+        # On a full disk the commit that fails is one that had to grow the log (the WAL
+        # file). Folding the log into the database lets the next commit write it from
+        # its start again, in space the file already has, so that what a stopping
+        # dispatch knows can still be saved. Without room even for that, nothing can.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _write(
         self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now: float
@@ -261,8 +294,8 @@ class SqliteDispatchJournal:
         failures = [
             _delivery(row)
             for row in self._reads.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ?"
-                " AND d.state IN ('failed', 'deferred') ORDER BY d.state, d.subscriber_id",
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ? AND"
+                " d.state IN ('failed', 'deferred', 'unknown') ORDER BY d.state, d.subscriber_id",
                 (self.issue,),
             )
         ]
@@ -346,7 +379,8 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
 
 
 class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (a failed
+    ``COMMIT`` included)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -360,4 +394,18 @@ class _transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback(self.db)
+                raise
+        else:
+            _rollback(self.db)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite rolls a transaction back by itself when a write fails at COMMIT (a full
+    # disk); a second ROLLBACK would then fail and hide why.
+    if db.in_transaction:
+        db.execute("ROLLBACK")
