@@ -1,5 +1,5 @@
 """Composing: an issue file becomes an email, one stage a module.
 
-load → validate → render (Jinja2 → MJML) → mjml_html → inline → text → message,
-orchestrated by :mod:`composer.composing.pipeline`.
+load → validate → typography → render (Jinja2 → MJML) → mjml_html → inline → text →
+message, orchestrated by :mod:`composer.composing.pipeline`.
 """

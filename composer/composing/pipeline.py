@@ -1,6 +1,6 @@
 """Compose an issue: the whole pipeline, read top to bottom.
 
-    load → validate → render (Jinja2 → MJML) → mjml_html → inline → text
+    load → validate → typography → render (Jinja2 → MJML) → mjml_html → inline → text
 
 Composing is done once per issue and tier; each recipient's copy is the composed
 bytes with their own values swapped in, never a fresh render.
@@ -67,10 +67,10 @@ def compose(issue: Issue, config: Config, tier: Tier) -> ComposedIssue:
     """Compose a loaded ``issue`` for readers of ``tier``."""
     templates = config.newsletter.templates
     validate_issue(issue, block_kinds(templates), templates)
-    mjml = render_mjml(issue, config, tier)
-    html = inline_css(mjml_to_html(mjml))
-    text = render_text(issue, config, tier)
     typeset_issue = typeset(issue, config)
+    mjml = render_mjml(typeset_issue, config, tier)
+    html = inline_css(mjml_to_html(mjml))
+    text = render_text(typeset_issue, config, tier)
     return ComposedIssue(
         issue=issue,
         tier=tier,

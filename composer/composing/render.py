@@ -17,7 +17,6 @@ from markupsafe import Markup
 
 from composer.composing.markdown import inline_to_html, split_first_paragraph, to_html
 from composer.composing.templates import DEFAULT_TEMPLATES, LayeredLoader, search_path
-from composer.composing.typography import typeset
 from composer.config import Config
 from composer.errors import TemplateError
 from composer.model import Block, Issue, Tier
@@ -64,9 +63,9 @@ def web_url(issue: Issue, config: Config) -> str:
 
 
 def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
-    """The MJML source of ``issue`` as readers of ``tier`` get it."""
+    """The MJML source of ``issue``, already typeset
+    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it."""
     environment = template_environment(config.newsletter.templates)
-    issue = typeset(issue, config)
     lang = issue.lang
     context = {
         "issue": issue,

@@ -15,7 +15,6 @@ from markdown_it.token import Token
 
 from composer.composing.markdown import parse
 from composer.composing.render import UNSUBSCRIBE_URL, web_url
-from composer.composing.typography import typeset
 from composer.config import Config
 from composer.model import Issue, Tier
 
@@ -23,10 +22,10 @@ WIDTH = 72
 
 
 def render_text(issue: Issue, config: Config, tier: Tier) -> str:
-    """The plain-text body of ``issue`` as readers of ``tier`` get it."""
+    """The plain-text body of ``issue``, already typeset
+    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it."""
     name = config.newsletter.name
     url = web_url(issue, config)
-    issue = typeset(issue, config)
     lang = issue.lang
     parts = [name.upper(), "=" * len(name), "", _wrap(issue.title)]
     if issue.subtitle:
