@@ -79,35 +79,27 @@ def _read_text(path: Path) -> str:
             line,
             column,
         ) from exc
-    _refuse_invisible(path, text)
-    return text
+    return _visible(path, text)
 
 
-def _refuse_invisible(path: Path, text: str) -> None:
-    """Refuse a file holding a character no issue needs and no reader can see."""
+def _visible(path: Path, text: str, key: str | None = None, line: int | None = 1) -> str:
+    """``text`` unless it holds a character no issue needs and no reader can see: the whole
+    file when ``key`` is None, else the value of TOML key ``key`` starting on ``line``, into
+    which only an escape can have written one."""
     found = _INVISIBLE.search(text)
-    if found is not None:
-        start = found.start()
+    if found is None:
+        return text
+    start = found.start()
+    char = _invisible(found[0])
+    at = line + text.count("\n", 0, start) if line else None
+    if key is None:
         raise IssueError(
             path,
-            f"{_invisible(found[0])}, invisible in most editors, cannot be part of an issue;"
-            " delete it",
-            text.count("\n", 0, start) + 1,
+            f"{char}, invisible in most editors, cannot be part of an issue; delete it",
+            at,
             start - text.rfind("\n", 0, start),
         )
-
-
-def _visible(path: Path, value: str, name: str, line: int | None) -> str:
-    """``value``, a TOML string starting on ``line``, unless an escape wrote into it a
-    character :func:`_refuse_invisible` refuses in the file itself."""
-    found = _INVISIBLE.search(value)
-    if found is not None:
-        raise IssueError(
-            path,
-            f"{name} holds {_invisible(found[0])}, written as an escape; delete the escape",
-            line + value.count("\n", 0, found.start()) if line else None,
-        )
-    return value
+    raise IssueError(path, f"{key} holds {char}, written as an escape; delete the escape", at)
 
 
 def _invisible(char: str) -> str:
