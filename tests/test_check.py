@@ -195,3 +195,15 @@ def test_link_text_that_is_a_bare_url_is_a_warning(write_issue, config):
         (10, "link text 'https://example.com/b'"),
         (11, "link text 'example.com/c'"),
     ]
+
+
+def test_finding_in_a_toml_story_item_names_the_line_of_its_body(write_issue, config):
+    path = write_issue(
+        'title = "A clean issue"\ndate = 2024-05-03\n'
+        'preheader = "What changed this week, and what it means for you"\n\n'
+        '[[blocks]]\nheading = "The big story"\nkind = "big-story"\n\n'
+        '[[blocks.items]]\nlead = "First"\n\nbody = """\nSome words.\n\nStill TK.\n"""\n',
+        "issue.toml",
+    )
+    found = [(f.line, f.message) for f in check_issue(path, config).errors]
+    assert [line for line, message in found if "TK" in message] == [15]

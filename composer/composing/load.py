@@ -585,5 +585,5 @@ def _toml_item(path: Path, raw: Any, where: _KeyLines, line: int | None) -> Stor
             path, f'story item {lead!r} has no text; add body = "…" or delete it', line
         )
     body_line = _body_line(where, where.find("body", line or 0) or 0)
-    body_md = Markdown(_visible(path, body, "body", body_line).strip(), (line or 0) + 1)
+    body_md = Markdown(_visible(path, body, "body", body_line).strip(), body_line)
     return StoryItem(lead, body_md, line or 0)
