@@ -22,7 +22,7 @@ from composer.composing.mjml_html import mjml_to_html
 from composer.composing.pipeline import ComposedIssue
 from composer.composing.render import render_mjml, web_url
 from composer.composing.text import render_text
-from composer.composing.validate import block_kinds, validate_issue
+from composer.composing.validate import validate_issue
 from composer.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +50,7 @@ def main() -> None:
 
         for run in range(args.runs + 1):
             issue = timed("load", lambda: load_issue(path))
-            kinds = block_kinds(config.newsletter.templates)
-            timed("validate", lambda: validate_issue(issue, kinds, config.newsletter.templates))  # noqa: B023
+            timed("validate", lambda: validate_issue(issue, config.newsletter.templates))  # noqa: B023
             mjml = timed("render", lambda: render_mjml(issue, config, tier))  # noqa: B023
             raw_html = timed("mjml", lambda: mjml_to_html(mjml))  # noqa: B023
             html = timed("inline", lambda: inline_css(raw_html))  # noqa: B023

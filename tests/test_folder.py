@@ -11,8 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from composer.cli import cli
-from composer.composing.templates import DEFAULT_TEMPLATES, search_path, template_names
-from composer.composing.validate import block_kinds
+from composer.composing.templates import DEFAULT_TEMPLATES, block_kinds, search_path, template_names
 from composer.config import load_config
 from tests.conftest import ROOT
 

@@ -20,7 +20,7 @@ from composer.composing.mjml_html import mjml_to_html
 from composer.composing.render import UNSUBSCRIBE_URL, render_mjml, web_url
 from composer.composing.text import render_text
 from composer.composing.typography import typeset
-from composer.composing.validate import block_kinds, validate_issue
+from composer.composing.validate import validate_issue
 from composer.config import Config
 from composer.model import Issue, Tier
 
@@ -65,8 +65,7 @@ class ComposedIssue:
 
 def compose(issue: Issue, config: Config, tier: Tier) -> ComposedIssue:
     """Compose a loaded ``issue`` for readers of ``tier``."""
-    templates = config.newsletter.templates
-    validate_issue(issue, block_kinds(templates), templates)
+    validate_issue(issue, config.newsletter.templates)
     typeset_issue = typeset(issue, config)
     mjml = render_mjml(typeset_issue, config, tier)
     html = inline_css(mjml_to_html(mjml))

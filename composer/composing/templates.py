@@ -26,6 +26,8 @@ from composer.errors import NewsletterError
 DEFAULT_TEMPLATES = (Path(__file__).resolve().parent.parent / "templates").resolve()
 TEMPLATE_SUFFIX = ".j2"
 BLOCK_TEMPLATE_SUFFIX = ".mjml.j2"
+# Each block kind is rendered by its own template, ``blocks/<kind>.mjml.j2``.
+BLOCKS_FOLDER = "blocks"
 
 # default: only the package has it; override: the newsletter's own file replaces the
 # default of that name; added: only the newsletter has it (a new block kind, a partial).
@@ -38,6 +40,21 @@ def search_path(own: Path) -> tuple[Path, ...]:
     if own.resolve() == DEFAULT_TEMPLATES:  # the project's own checkout
         return (DEFAULT_TEMPLATES,)
     return (own, DEFAULT_TEMPLATES)
+
+
+def block_kinds(own: Path) -> frozenset[str]:
+    """The block kinds the newsletter whose folder is ``own`` can render: one
+    ``blocks/<kind>.mjml.j2`` each, in that folder or among the defaults."""
+    return frozenset(
+        path.name.removesuffix(BLOCK_TEMPLATE_SUFFIX)
+        for folder in search_path(own)
+        for path in (folder / BLOCKS_FOLDER).glob(f"*{BLOCK_TEMPLATE_SUFFIX}")
+    )
+
+
+def block_template(own: Path, kind: str) -> Path:
+    """Where the newsletter whose folder is ``own`` keeps its template for blocks of ``kind``."""
+    return own / BLOCKS_FOLDER / f"{kind}{BLOCK_TEMPLATE_SUFFIX}"
 
 
 def template_names(folder: Path) -> list[str]:
@@ -130,7 +147,7 @@ def default_template(name: str, defaults: Sequence[str]) -> str:
     for candidate in (
         name,
         f"{name}{BLOCK_TEMPLATE_SUFFIX}",
-        f"blocks/{name}{BLOCK_TEMPLATE_SUFFIX}",
+        f"{BLOCKS_FOLDER}/{name}{BLOCK_TEMPLATE_SUFFIX}",
     ):
         if candidate in defaults:
             return candidate
