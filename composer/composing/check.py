@@ -12,6 +12,7 @@ only say what the tool made of the issue.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,6 +199,7 @@ def _fragments(issue: Issue) -> Iterator[tuple[str, Markdown]]:
 
 
 def _check_fragment(fragment: Markdown) -> Iterator[tuple[Severity, str, int | None]]:
+    """Findings in one run of Markdown: placeholders, images, links, image-only text."""
     lines = fragment.text.split("\n")
 
     def line_of(block_token: Token, needle: str) -> int | None:
@@ -213,65 +215,86 @@ def _check_fragment(fragment: Markdown) -> Iterator[tuple[Severity, str, int | N
     for block_token in _LENIENT.parse(fragment.text):
         if block_token.type != "inline":
             continue
-        label: list[str] = []
-        href: str | None = None
-        for token in block_token.children or []:
-            if token.type == "text":
-                words += len(token.content.split())
-                if href is not None:
-                    label.append(token.content)
-                if PLACEHOLDER.search(token.content):
-                    yield (
-                        "error",
-                        'a "TK" placeholder is left in the text',
-                        line_of(block_token, "TK"),
-                    )
-            elif token.type == "image":
-                images += 1
-                src = str(token.attrGet("src") or "")
-                if not token.content.strip():
-                    yield (
-                        "error",
-                        f"image {src} has no alt text; write ![what it shows]({src})",
-                        line_of(block_token, src),
-                    )
-                if not src.startswith(IMAGE_SCHEMES):
-                    yield (
-                        "error",
-                        f"image {src!r} is not an http(s) URL; mail clients cannot load it",
-                        line_of(block_token, src),
-                    )
-            elif token.type == "link_open":
-                href, label = str(token.attrGet("href") or ""), []
-                if not href.startswith(LINK_SCHEMES):
-                    yield (
-                        "error",
-                        f"link {href!r} is not an http(s) or mailto: URL; "
-                        "links in email must be absolute",
-                        line_of(block_token, href or "]("),
-                    )
-            elif token.type == "link_close":
-                text = " ".join("".join(label).split())
-                if text.lower().strip(" .!?:→»") in GENERIC_LINK_TEXT:
-                    yield (
-                        "warning",
-                        f"link text {text!r} says nothing out of context; name where the link goes",
-                        line_of(block_token, text),
-                    )
-                elif BARE_URL.match(text) or text == (href or "").split("://", 1)[-1]:
-                    yield (
-                        "warning",
-                        f"link text {text!r} is a bare URL: it tells a reader little and reads "
-                        "badly aloud; name where the link goes",
-                        line_of(block_token, text),
-                    )
-                href = None
+        children = block_token.children or []
+        words += sum(len(token.content.split()) for token in children if token.type == "text")
+        images += sum(token.type == "image" for token in children)
+        # Each check numbers its findings by token, so merged they come in reading order.
+        found = heapq.merge(
+            _text_and_image_findings(children), _link_findings(children), key=lambda f: f[0]
+        )
+        for _, severity, message, needle in found:
+            yield severity, message, line_of(block_token, needle)
     if images and words < 10:
         yield (
             "warning",
             "an image with (almost) no text: spam filters distrust image-only content",
             fragment.line or None,
         )
+
+
+# A finding in a run of inline tokens: the index of its token, its severity, its message
+# and the text that finds its line in the source.
+_InlineFinding = tuple[int, Severity, str, str]
+
+
+def _text_and_image_findings(children: list[Token]) -> Iterator[_InlineFinding]:
+    """Placeholders left in the text, and images without alt text or an http(s) URL."""
+    for index, token in enumerate(children):
+        if token.type == "text" and PLACEHOLDER.search(token.content):
+            yield index, "error", 'a "TK" placeholder is left in the text', "TK"
+        elif token.type == "image":
+            src = str(token.attrGet("src") or "")
+            if not token.content.strip():
+                yield (
+                    index,
+                    "error",
+                    f"image {src} has no alt text; write ![what it shows]({src})",
+                    src,
+                )
+            if not src.startswith(IMAGE_SCHEMES):
+                yield (
+                    index,
+                    "error",
+                    f"image {src!r} is not an http(s) URL; mail clients cannot load it",
+                    src,
+                )
+
+
+def _link_findings(children: list[Token]) -> Iterator[_InlineFinding]:
+    """Links that are not absolute, and link text that says nothing or is a bare URL."""
+    label: list[str] = []
+    href: str | None = None
+    for index, token in enumerate(children):
+        if token.type == "text" and href is not None:
+            label.append(token.content)
+        elif token.type == "link_open":
+            href, label = str(token.attrGet("href") or ""), []
+            if not href.startswith(LINK_SCHEMES):
+                yield (
+                    index,
+                    "error",
+                    f"link {href!r} is not an http(s) or mailto: URL; "
+                    "links in email must be absolute",
+                    href or "](",
+                )
+        elif token.type == "link_close":
+            text = " ".join("".join(label).split())
+            if text.lower().strip(" .!?:→»") in GENERIC_LINK_TEXT:
+                yield (
+                    index,
+                    "warning",
+                    f"link text {text!r} says nothing out of context; name where the link goes",
+                    text,
+                )
+            elif BARE_URL.match(text) or text == (href or "").split("://", 1)[-1]:
+                yield (
+                    index,
+                    "warning",
+                    f"link text {text!r} is a bare URL: it tells a reader little and reads "
+                    "badly aloud; name where the link goes",
+                    text,
+                )
+            href = None
 
 
 # --- the composed email -------------------------------------------------------------------
