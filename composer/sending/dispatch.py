@@ -35,7 +35,7 @@ from composer.errors import (
     SmtpReplyError,
     UnsendableAddress,
 )
-from composer.sending.personalise import PersonalCopy, envelope_address
+from composer.sending.personalise import PersonalCopy
 from composer.sending.transport import Connection, Transport
 from composer.store.deliveries import Outcome, Recipient, State
 
@@ -374,7 +374,6 @@ class _Dispatch:
                     continue
                 try:
                     copy = self.render(recipient)
-                    address = envelope_address(recipient.email)
                 except UnsendableAddress as exc:
                     self.settle(
                         Outcome(
@@ -402,7 +401,9 @@ class _Dispatch:
                         if connection_failures > 1:
                             await asyncio.sleep(self.backoff(connection_failures - 1))
                         connection = await self.transport.connect()
-                    code, reply = await connection.send(self.settings.sender, address, copy.data)
+                    code, reply = await connection.send(
+                        self.settings.sender, copy.envelope_address, copy.data
+                    )
                 except SmtpAuthError as exc:
                     self.fatal = exc
                     self.halt("paused", str(exc))
