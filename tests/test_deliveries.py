@@ -29,8 +29,7 @@ from composer.store.deliveries import (
     State,
 )
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
-from tests.conftest import EXAMPLE_MD, ROOT
-from tests.test_sending import fast, subscribe
+from tests.conftest import EXAMPLE_MD, ROOT, fast, subscribe
 
 ISSUE = "2024-05-03-example"
 
