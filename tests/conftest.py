@@ -3,6 +3,8 @@ a real SQLite subscriber store next to the config, and a real SMTP server to sen
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -17,7 +19,8 @@ from playwright.sync_api import Browser, sync_playwright
 
 from composer.cli import cli
 from composer.config import Config, load_config
-from composer.store import SubscriberStore, open_store
+from composer.sending.dispatch import DispatchSettings
+from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.web.serve import create_app
 from tests.chromium import find_chromium, launch_chromium
 from tests.smtp_server import SmtpServer
@@ -83,15 +86,78 @@ def write_issue(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+def invoke(config_path: Path, *args: str | Path) -> Result:
+    """Run ``newsletter ARGS… --config CONFIG_PATH`` in-process."""
+    return CliRunner().invoke(cli, [*map(str, args), "--config", str(config_path)])
+
+
 @pytest.fixture
 def run_cli(config_path: Path) -> Callable[..., Result]:
     """Run ``newsletter ARGS… --config <the test config>`` in-process."""
 
     def run(*args: str | Path) -> Result:
-        words = [str(arg) for arg in args]
-        return CliRunner().invoke(cli, [*words, "--config", str(config_path)])
+        return invoke(config_path, *args)
 
     return run
+
+
+def newsletter_command(*args: str | Path, config_path: Path | None = None) -> list[str]:
+    """The real command line for ``newsletter ARGS…`` (with ``--config`` if given)."""
+    config = [] if config_path is None else ["--config", str(config_path)]
+    return [sys.executable, "-m", "composer", *map(str, args), *config]
+
+
+def newsletter(
+    *args: str | Path, config_path: Path | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command in ``cwd`` to its end, its output captured."""
+    return subprocess.run(
+        newsletter_command(*args, config_path=config_path),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def modules_after_import(*modules: str) -> set[str]:
+    """Every module a fresh interpreter holds once it has imported ``modules``."""
+    code = f"import sys, {', '.join(modules)}; print(' '.join(sys.modules))"
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(output.split())
+
+
+def subscribe(config_path: Path, count: int) -> list[str]:
+    """``count`` subscribers reader<n>@example.org, every third paid; returns addresses."""
+    config = load_config(config_path)
+    addresses = [f"reader{n}@example.org" for n in range(count)]
+    with open_store(config.subscribers) as store:
+        store.import_many(
+            NewSubscriber(
+                email=address,
+                key=address,
+                name=f"Reader {n}",
+                tier="paid" if n % 3 == 0 else "free",
+            )
+            for n, address in enumerate(addresses)
+        )
+    return addresses
+
+
+def fast(config_path: Path, **overrides) -> DispatchSettings:
+    """Dispatch settings for the config at ``config_path``, retrying within milliseconds."""
+    config = load_config(config_path)
+    values = dict(
+        sender=config.newsletter.sender.addr_spec,
+        concurrency=2,
+        max_attempts=3,
+        retry_base=0.01,
+        retry_cap=0.05,
+    )
+    values.update(overrides)
+    return DispatchSettings(**values)
 
 
 @pytest.fixture

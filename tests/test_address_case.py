@@ -5,8 +5,6 @@ with the most protective status, when they are first opened."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from composer.store.csvio import import_csv
 from composer.store.sqlite import MIGRATIONS
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.preview import find_reader
-from tests.conftest import EXAMPLE_MD, ROOT, write_csv
+from tests.conftest import EXAMPLE_MD, newsletter, write_csv
 from tests.smtp_server import SmtpServer
 
 
@@ -133,11 +131,6 @@ def deliver(db: sqlite3.Connection, issue: str, id_: int, state: str, at: str) -
         " SELECT ?, id, email, ?, ? FROM subscribers WHERE id = ?",
         (issue, state, at, id_),
     )
-
-
-def newsletter(*args: str, config_path: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "composer", *args, "--config", str(config_path)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 REPORT = (

@@ -3,7 +3,6 @@ schema and migration, who is still to send, outcomes, Message-IDs and the lock."
 
 from __future__ import annotations
 
-import ast
 import os
 import socket
 import sqlite3
@@ -29,8 +28,7 @@ from composer.store.deliveries import (
     State,
 )
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
-from tests.conftest import EXAMPLE_MD, ROOT
-from tests.test_sending import fast, subscribe
+from tests.conftest import EXAMPLE_MD, fast, subscribe
 
 ISSUE = "2024-05-03-example"
 
@@ -252,22 +250,3 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_is_taken_over(
         with store.deliveries(ISSUE) as journal:
             assert not journal.status().running
             journal.acquire("all")
-
-
-def test_sending_and_the_web_reach_storage_only_through_the_store_interface() -> None:
-    def imports(folder: str) -> set[str]:
-        found = set()
-        for path in (ROOT / "composer" / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.ImportFrom) and node.module:
-                    found.add(node.module)
-                elif isinstance(node, ast.Import):
-                    found.update(alias.name for alias in node.names)
-        return found
-
-    for folder in ("sending", "web"):
-        modules = imports(folder)
-        assert not {m for m in modules if m.startswith("composer.store.sqlite")}, folder
-        assert "sqlite3" not in modules, folder
-    upward = {m for m in imports("store") if m.startswith(("composer.sending", "composer.web"))}
-    assert not upward, "store/ never imports the floors above it"

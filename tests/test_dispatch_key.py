@@ -20,8 +20,7 @@ from composer.model import content_digest
 from composer.sending.send import dispatch_status, send_issue
 from composer.store import NewSubscriber, open_store
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
-from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML
-from tests.test_sending import fast, subscribe
+from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML, fast, invoke, subscribe
 
 
 def with_id(text: str, issue_id: str | None) -> str:
@@ -48,10 +47,6 @@ def newcomers(config_path: Path, *addresses: str) -> None:
     with open_store(load_config(config_path).subscribers) as store:
         for address in addresses:
             store.save(NewSubscriber(email=address, key=address))
-
-
-def invoke(config_path: Path, *args: str | Path):
-    return CliRunner().invoke(cli, [*map(str, args), "--config", str(config_path)])
 
 
 # -- the id -------------------------------------------------------------------------------

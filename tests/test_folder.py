@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -13,16 +12,9 @@ from click.testing import CliRunner
 from composer.cli import cli
 from composer.composing.templates import DEFAULT_TEMPLATES, block_kinds, search_path, template_names
 from composer.config import load_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, newsletter
 
 SHIPPED_KINDS = {"section", "what-happened", "why-it-matters", "news", "big-story"}
-
-
-def newsletter(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real command, run in ``folder``."""
-    return subprocess.run(
-        [sys.executable, "-m", "composer", *args], cwd=folder, capture_output=True, text=True
-    )
 
 
 def first_issue(folder: Path) -> Path:
@@ -37,14 +29,14 @@ def test_the_packaged_defaults_are_the_repositorys_templates_folder():
 
 
 def test_init_in_an_empty_folder_makes_a_newsletter_whose_first_issue_builds(tmp_path):
-    made = newsletter(tmp_path, "init")
+    made = newsletter("init", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     issue = first_issue(tmp_path)
     assert f"Created {issue.relative_to(tmp_path)}" in made.stdout
-    built = newsletter(tmp_path, "build", str(issue.relative_to(tmp_path)))
+    built = newsletter("build", str(issue.relative_to(tmp_path)), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "build" / f"{issue.stem}.html").exists()
-    checked = newsletter(tmp_path, "check", str(issue.relative_to(tmp_path)))
+    checked = newsletter("check", str(issue.relative_to(tmp_path)), cwd=tmp_path)
     errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
     assert checked.returncode == 1 and errors
     assert all('"TK" placeholder' in line for line in errors)  # only what the editor fills in
@@ -84,7 +76,7 @@ def test_init_gitignore_keeps_the_secret_the_databases_and_the_output_out(tmp_pa
 def test_init_never_overwrites_and_names_every_file_in_the_way(tmp_path):
     (tmp_path / "config.toml").write_text("mine", encoding="utf-8")
     (tmp_path / ".gitignore").write_text("mine too", encoding="utf-8")
-    result = newsletter(tmp_path, "init")
+    result = newsletter("init", cwd=tmp_path)
     assert result.returncode == 2
     assert "config.toml" in result.stderr and ".gitignore" in result.stderr
     assert "nothing was written" in result.stderr

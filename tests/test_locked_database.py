@@ -18,7 +18,7 @@ from composer.config import Config
 from composer.store import NewSubscriber, SubscriberStore
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.unsubscribe import UnsubscribeLinks
-from tests.conftest import write_csv
+from tests.conftest import newsletter, newsletter_command, write_csv
 
 HOLD_THE_LOCK = """
 import sqlite3, sys
@@ -48,15 +48,6 @@ def write_lock(database: Path) -> Iterator[None]:
         holder.wait(timeout=10)
 
 
-def newsletter(config_path: Path, *args: str | Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "composer", *map(str, args), "--config", str(config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def statuses(store: SubscriberStore) -> dict[str, str]:
     return {s.email: s.status for s in store.iter_all()}
 
@@ -74,7 +65,15 @@ def test_each_subscriber_command_is_one_line_naming_the_file_while_another_write
     }
     with write_lock(database):
         # Side by side: each waits out the same lock.
-        running = {name: newsletter(config_path, *args) for name, args in commands.items()}
+        running = {
+            name: subprocess.Popen(
+                newsletter_command(*args, config_path=config_path),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, args in commands.items()
+        }
         ended = {}
         for name, process in running.items():
             _, err = process.communicate(timeout=60)
@@ -88,7 +87,7 @@ def test_each_subscriber_command_is_one_line_naming_the_file_while_another_write
     assert statuses(store) == {"ann@example.org": "active"}, "nothing was written"
 
     for name, args in commands.items():
-        assert newsletter(config_path, *args).wait(timeout=60) == 0, name
+        assert newsletter(*args, config_path=config_path).returncode == 0, name
     assert statuses(store) == {
         "ann@example.org": "unsubscribed",
         "cat@example.org": "active",
@@ -102,11 +101,10 @@ def test_reading_the_list_waits_for_no_writer(
     store.save(NewSubscriber("ann@example.org", "ann@example.org"))
     with write_lock(config.subscribers.database):
         started = time.monotonic()
-        listing = newsletter(config_path, "subscribers", "list")
-        out, err = listing.communicate(timeout=60)
-        assert listing.returncode == 0, err
+        listing = newsletter("subscribers", "list", config_path=config_path)
+        assert listing.returncode == 0, listing.stderr
         assert time.monotonic() - started < 4, "the 5 s wait is for writes only"
-    assert out.startswith("ann@example.org\t")
+    assert listing.stdout.startswith("ann@example.org\t")
 
 
 def test_an_unsubscribe_while_another_writes_is_answered_kept_and_applied_once_it_is_free(

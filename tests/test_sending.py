@@ -33,7 +33,6 @@ from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import load_config
 from composer.errors import DispatchLocked, JournalError, SmtpAuthError, SmtpConnectError
-from composer.sending.dispatch import DispatchSettings
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, dispatch_status, send_issue
 from composer.sending.transport import SmtpTransport
@@ -41,38 +40,16 @@ from composer.store import NewSubscriber, open_store
 from composer.store.deliveries import Recipient
 from composer.store.sqlite.deliveries import SqliteDispatchJournal
 from composer.unsubscribe import UnsubscribeLinks
-from tests.conftest import EXAMPLE_MD, ROOT, SECRET, with_smtp
+from tests.conftest import (
+    EXAMPLE_MD,
+    ROOT,
+    SECRET,
+    fast,
+    modules_after_import,
+    subscribe,
+    with_smtp,
+)
 from tests.smtp_server import SmtpServer
-
-
-def subscribe(config_path: Path, count: int) -> list[str]:
-    """``count`` subscribers reader<n>@example.org, every third paid; returns addresses."""
-    config = load_config(config_path)
-    addresses = [f"reader{n}@example.org" for n in range(count)]
-    with open_store(config.subscribers) as store:
-        store.import_many(
-            NewSubscriber(
-                email=address,
-                key=address,
-                name=f"Reader {n}",
-                tier="paid" if n % 3 == 0 else "free",
-            )
-            for n, address in enumerate(addresses)
-        )
-    return addresses
-
-
-def fast(config_path: Path, **overrides) -> DispatchSettings:
-    config = load_config(config_path)
-    values = dict(
-        sender=config.newsletter.sender.addr_spec,
-        concurrency=2,
-        max_attempts=3,
-        retry_base=0.01,
-        retry_cap=0.05,
-    )
-    values.update(overrides)
-    return DispatchSettings(**values)
 
 
 def with_send(config_path: Path, **values: object) -> Path:
@@ -467,49 +444,52 @@ def test_consecutive_failures_pause_the_dispatch_instead_of_burning_the_list(sen
     assert "not yet attempted" in result.output
 
 
-def test_a_refused_login_stops_before_any_message(send_config, tmp_path, monkeypatch):
-    from aiosmtpd.smtp import AuthResult
+@dataclasses.dataclass
+class RefusingServer:
+    """A server that refuses every login, and the mechanisms it was asked to log in with."""
 
-    def deny(server, session, envelope, mechanism, auth_data):
-        return AuthResult(success=False, handled=False, message="535 5.7.8 Bad credentials")
-
-    server = SmtpServer(tmp_path / "auth", authenticator=deny, auth_require_tls=False)
-    try:
-        config_path = with_smtp(send_config, port=server.port, username='"editor"')
-        monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong")
-        subscribe(config_path, 3)
-        with pytest.raises(SmtpAuthError, match="535"):
-            send(config_path)
-        assert server.handler.attempts.total() == 0
-        result = CliRunner().invoke(
-            cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(config_path)]
-        )
-        assert result.exit_code == 1 and "refused the login" in result.output
-        assert "Traceback" not in result.output
-    finally:
-        server.close()
+    server: SmtpServer
+    mechanisms: list[str]
 
 
-def test_a_refused_login_is_tried_with_one_mechanism_so_it_counts_once(
-    send_config, tmp_path, monkeypatch
-):
-    mechanisms = []
+@pytest.fixture
+def refusing_server(send_config, tmp_path, monkeypatch):
+    """``send_config`` pointed, with a username and a wrong password, at a server that
+    refuses every login; three subscribers wait for the issue."""
+    mechanisms: list[str] = []
 
     def deny(server, session, envelope, mechanism, auth_data):
         mechanisms.append(mechanism)
         return AuthResult(success=False, handled=False, message="535 5.7.8 Bad credentials")
 
-    # aiosmtpd offers LOGIN and PLAIN.
     server = SmtpServer(tmp_path / "auth", authenticator=deny, auth_require_tls=False)
     try:
-        config_path = with_smtp(send_config, port=server.port, username='"editor"')
+        with_smtp(send_config, port=server.port, username='"editor"')
         monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong")
-        subscribe(config_path, 3)
-        with pytest.raises(SmtpAuthError, match="535"):
-            send(config_path)
-        assert mechanisms == ["PLAIN"]
+        subscribe(send_config, 3)
+        yield RefusingServer(server, mechanisms)
     finally:
         server.close()
+
+
+def test_a_refused_login_stops_before_any_message(send_config, refusing_server):
+    with pytest.raises(SmtpAuthError, match="535"):
+        send(send_config)
+    assert refusing_server.server.handler.attempts.total() == 0
+    result = CliRunner().invoke(
+        cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(send_config)]
+    )
+    assert result.exit_code == 1 and "refused the login" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_refused_login_is_tried_with_one_mechanism_so_it_counts_once(
+    send_config, refusing_server
+):
+    with pytest.raises(SmtpAuthError, match="535"):
+        send(send_config)
+    # aiosmtpd offers LOGIN and PLAIN.
+    assert refusing_server.mechanisms == ["PLAIN"]
 
 
 def test_a_username_for_a_server_that_offers_no_login_stops_before_any_message(
@@ -574,14 +554,10 @@ def test_dry_run_and_status_need_no_password_and_open_no_connection(send_config,
 
 
 def test_only_the_outbox_imports_aiosmtpd():
-    code = (
-        "import sys, composer.sending.send, composer.web.preview, composer.web.serve; "
-        "print('aiosmtpd' in sys.modules)"
+    imported = modules_after_import(
+        "composer.sending.send", "composer.web.preview", "composer.web.serve"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert output.strip() == "False"
+    assert "aiosmtpd" not in imported
 
 
 # -- international addresses -------------------------------------------------------------

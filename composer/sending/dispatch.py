@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from composer.errors import (
     JournalError,
@@ -35,7 +35,7 @@ from composer.errors import (
     SmtpReplyError,
     UnsendableAddress,
 )
-from composer.sending.personalise import PersonalCopy, envelope_address
+from composer.sending.personalise import PersonalCopy
 from composer.sending.transport import Connection, Transport
 from composer.store.deliveries import Outcome, Recipient, State
 
@@ -44,6 +44,10 @@ from composer.store.deliveries import Outcome, Recipient, State
 # refuses a sender domain it cannot resolve at RCPT, for every reader alike.
 _BAD_ADDRESS = re.compile(r"^\s*5\.1\.(?!7\b|8\b)\d{1,3}\b")
 _BAD_SENDER = re.compile(r"^\s*5\.1\.[78]\b")
+
+# Why a run stopped before the end: Ctrl-C, or too many failures in a row (or a journal
+# that cannot be written).
+StopReason = Literal["interrupted", "paused"]
 
 
 class Journal(Protocol):
@@ -81,7 +85,7 @@ class Progress:
     """Running counts, passed to the progress callback as they change."""
 
     sent: int = 0
-    deferred: int = 0  # waiting for a retry now
+    deferred: int = 0  # waiting for a retry (by a later run, once the run has stopped)
     failed: int = 0
     unknown: int = 0
     bounced: int = 0
@@ -108,7 +112,7 @@ class DispatchReport:
     deferred: int = 0  # still waiting for a retry when the run stopped
     bounced: int = 0
     failures: list[Outcome] = field(default_factory=list)
-    stopped: str | None = None
+    stopped: StopReason | None = None
     reason: str = ""
     elapsed: float = 0.0
 
@@ -170,7 +174,9 @@ class _Dispatch:
         self.stop = stop
         self.on_progress = on_progress
         self.progress = Progress()
-        self.report = DispatchReport()
+        self.stopped: StopReason | None = None
+        self.reason = ""
+        self.failures: list[Outcome] = []
         self.pace = _Pace(settings.rate_per_second)
         self.queue: asyncio.Queue[tuple[Recipient, int] | None] = asyncio.Queue()
         # The producer may run this far ahead of the workers, and no further.
@@ -314,7 +320,6 @@ class _Dispatch:
                 self._writer.shutdown(wait=True)
         for recipient in self.retries:
             self.left_waiting(recipient)
-        self.report.elapsed = time.monotonic() - self.progress.started
         if self.journal_failure is not None:
             if isinstance(self.journal_failure, JournalError):
                 raise JournalError(
@@ -323,17 +328,28 @@ class _Dispatch:
             raise self.journal_failure
         if self.fatal is not None:
             raise self.fatal
-        return self.report
+        counts = self.progress
+        return DispatchReport(
+            sent=counts.sent,
+            failed=counts.failed,
+            unknown=counts.unknown,
+            deferred=counts.deferred,
+            bounced=counts.bounced,
+            failures=self.failures,
+            stopped=self.stopped,
+            reason=self.reason,
+            elapsed=time.monotonic() - counts.started,
+        )
 
     async def watch_stop(self) -> None:
         await self.stop.wait()
         self.halt("interrupted", "stopped by the user")
 
-    def halt(self, why: str, reason: str) -> None:
+    def halt(self, why: StopReason, reason: str) -> None:
         """Take no new recipient; the messages in flight finish and are recorded."""
-        if self.report.stopped is None:
-            self.report.stopped = why
-            self.report.reason = reason
+        if self.stopped is None:
+            self.stopped = why
+            self.reason = reason
         self.producer_done = True
         self._wake_workers()
 
@@ -344,7 +360,7 @@ class _Dispatch:
     async def produce(self) -> None:
         for recipient in self.recipients:
             await self.room.acquire()
-            if self.report.stopped is not None:
+            if self.stopped is not None:
                 return
             self.outstanding += 1
             self.queue.put_nowait((recipient, 1))
@@ -352,94 +368,79 @@ class _Dispatch:
         if self.outstanding == 0:
             self._wake_workers()
 
-    def finish(self, recipient: Recipient) -> None:
-        """``recipient`` reached a final state (or the run stopped before them)."""
+    def finish(self) -> None:
+        """One recipient reached a final state (or the run stopped before them)."""
         self.outstanding -= 1
         if self.producer_done and self.outstanding == 0:
             self._wake_workers()
 
     async def work(self, connection: Connection | None) -> None:
-        # Connections lost or refused since this worker last heard a reply to a message.
-        connection_failures = 0
+        session = _Session(connection)
         try:
-            while True:
-                item = await self.queue.get()
-                if item is None:
-                    return
+            while (item := await self.queue.get()) is not None:
                 recipient, attempt = item
                 if attempt == 1:
                     self.room.release()
-                if self.report.stopped is not None:
-                    self.finish(recipient)
+                if self.stopped is not None:
+                    self.finish()
                     continue
-                try:
-                    copy = self.render(recipient)
-                    address = envelope_address(recipient.email)
-                except UnsendableAddress as exc:
-                    self.settle(
-                        Outcome(
-                            recipient=recipient, state="failed", attempts=attempt, reply=str(exc)
-                        )
-                    )
-                    continue
-                await self.pace.wait()
-                try:
-                    await self.committed(
-                        Outcome(
-                            recipient=recipient,
-                            state="sending",
-                            attempts=attempt,
-                            message_id=copy.message_id,
-                        )
-                    )
-                except _JournalDown:
-                    # Not recorded as in flight, so not sent: the run is stopping.
-                    self.finish(recipient)
-                    continue
-                self.progress.attempted += 1
-                try:
-                    if connection is None:
-                        if connection_failures > 1:
-                            await asyncio.sleep(self.backoff(connection_failures - 1))
-                        connection = await self.transport.connect()
-                    code, reply = await connection.send(self.settings.sender, address, copy.data)
-                except SmtpAuthError as exc:
-                    self.fatal = exc
-                    self.halt("paused", str(exc))
-                    self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
-                    continue
-                except SmtpReplyError as exc:
-                    connection_failures = 0
-                    self.refused(recipient, attempt, exc)
-                    continue
-                except UnsendableAddress as exc:
-                    # This server cannot take the address (no SMTPUTF8); another may.
-                    self.settle(
-                        Outcome(
-                            recipient=recipient,
-                            state="failed",
-                            attempts=attempt,
-                            reply=str(exc),
-                            retryable=True,
-                        )
-                    )
-                    continue
-                except (SmtpConnectionLost, SmtpConnectError) as exc:
-                    if connection is not None:
-                        await connection.close()
-                    connection = None
-                    connection_failures += 1
-                    self.lost(recipient, attempt, exc, connection_failures)
-                    continue
-                connection_failures = 0
-                self.settle(
-                    Outcome(
-                        recipient=recipient, state="sent", attempts=attempt, code=code, reply=reply
-                    )
-                )
+                await self.attempt(session, recipient, attempt)
         finally:
-            if connection is not None:
-                await connection.close()
+            if session.connection is not None:
+                await session.connection.close()
+
+    async def attempt(self, session: _Session, recipient: Recipient, attempt: int) -> None:
+        """Send ``recipient`` their copy over ``session``, then record what came of it:
+        settled, or waiting for a retry."""
+        try:
+            copy = self.render(recipient)
+        except UnsendableAddress as exc:
+            self.fail(recipient, attempt, str(exc))
+            return
+        await self.pace.wait()
+        try:
+            await self.committed(
+                Outcome(
+                    recipient=recipient,
+                    state="sending",
+                    attempts=attempt,
+                    message_id=copy.message_id,
+                )
+            )
+        except _JournalDown:
+            # Not recorded as in flight, so not sent: the run is stopping.
+            self.finish()
+            return
+        self.progress.attempted += 1
+        try:
+            if session.connection is None:
+                if session.failures > 1:
+                    await asyncio.sleep(self.backoff(session.failures - 1))
+                session.connection = await self.transport.connect()
+            code, reply = await session.connection.send(
+                self.settings.sender, copy.envelope_address, copy.data
+            )
+        except SmtpAuthError as exc:
+            self.fatal = exc
+            self.halt("paused", str(exc))
+            self.retry_or_fail(recipient, attempt, exc.code, exc.reply or str(exc))
+        except SmtpReplyError as exc:
+            session.failures = 0
+            self.refused(recipient, attempt, exc)
+        except UnsendableAddress as exc:
+            # This server cannot take the address (no SMTPUTF8); another may.
+            self.fail(recipient, attempt, str(exc), retryable=True)
+        except (SmtpConnectionLost, SmtpConnectError) as exc:
+            if session.connection is not None:
+                await session.connection.close()
+            session.connection = None
+            session.failures += 1
+            self.lost(recipient, attempt, exc, session.failures)
+        else:
+            session.failures = 0
+            self.settle(
+                Outcome(recipient=recipient, state="sent", attempts=attempt, code=code, reply=reply)
+            )
 
     def refused(self, recipient: Recipient, attempt: int, exc: SmtpReplyError) -> None:
         code = exc.code or 0
@@ -451,17 +452,7 @@ class _Dispatch:
         # A refused address is final; a server error about the message, the session or
         # the sender may pass once the cause is fixed: --retry-failed tries it.
         retryable = not bounced and (exc.stage != "RCPT" or bool(_BAD_SENDER.match(exc.reply)))
-        self.settle(
-            Outcome(
-                recipient=recipient,
-                state="failed",
-                attempts=attempt,
-                code=code,
-                reply=exc.reply,
-                retryable=retryable,
-                bounced=bounced,
-            )
-        )
+        self.fail(recipient, attempt, exc.reply, code=code, retryable=retryable, bounced=bounced)
 
     def lost(
         self,
@@ -521,7 +512,7 @@ class _Dispatch:
             reply=reply,
             retryable=True,
         )
-        if out_of_attempts or self.report.stopped is not None:
+        if out_of_attempts or self.stopped is not None:
             self.settle(outcome)
             return
         # A temporary refusal that will be retried is no failure (greylisting refuses
@@ -534,19 +525,19 @@ class _Dispatch:
 
     def _retry(self, recipient: Recipient, attempt: int) -> None:
         del self.retries[recipient]
-        self.progress.deferred -= 1
-        if self.report.stopped is not None:
+        if self.stopped is not None:
             # The workers are leaving; the journal already says deferred (or unknown).
             self.left_waiting(recipient)
             return
+        self.progress.deferred -= 1
         self.queue.put_nowait((recipient, attempt))
 
     def left_waiting(self, recipient: Recipient) -> None:
-        """Count ``recipient``, whose retry the stopping run will not make."""
+        """Count ``recipient``, whose retry the stopping run will not make: deferred, as
+        counted while they waited, or unknown when an earlier copy may have arrived."""
         if recipient in self.unconfirmed:
-            self.report.unknown += 1
-        else:
-            self.report.deferred += 1
+            self.progress.deferred -= 1
+            self.progress.unknown += 1
 
     def backoff(self, attempt: int) -> float:
         """Exponential back-off with jitter: about base x 2^(attempt-1), capped."""
@@ -563,31 +554,50 @@ class _Dispatch:
         reply = f"{outcome.reply}; attempt {timed_out} got no reply in time, may have arrived"
         return replace(outcome, state="unknown", reply=reply)
 
+    def fail(
+        self,
+        recipient: Recipient,
+        attempt: int,
+        reply: str,
+        *,
+        code: int | None = None,
+        retryable: bool = False,
+        bounced: bool = False,
+    ) -> None:
+        """Record ``recipient`` failed at ``attempt``, for ``reply``."""
+        self.settle(
+            Outcome(
+                recipient=recipient,
+                state="failed",
+                attempts=attempt,
+                code=code,
+                reply=reply,
+                retryable=retryable,
+                bounced=bounced,
+            )
+        )
+
     def settle(self, outcome: Outcome) -> None:
         """Record a final (or, at a stop, deferred) outcome and count it."""
         if self.unconfirmed:
             outcome = self.unknown_if_unconfirmed(outcome)
         self.note(outcome)
         if outcome.state == "sent":
-            self.report.sent += 1
             self.progress.sent += 1
             self.consecutive_failures = 0
             self.pace.speed_up()
         elif outcome.state == "deferred":
-            self.report.deferred += 1
+            self.progress.deferred += 1
         else:
             if outcome.state == "unknown":
-                self.report.unknown += 1
                 self.progress.unknown += 1
             else:
-                self.report.failed += 1
                 self.progress.failed += 1
-            self.report.failures.append(outcome)
+            self.failures.append(outcome)
             if outcome.bounced:
-                self.report.bounced += 1
                 self.progress.bounced += 1
             self.count_failure(outcome.reply)
-        self.finish(outcome.recipient)
+        self.finish()
 
     def count_failure(self, reply: str) -> None:
         self.consecutive_failures += 1
@@ -596,6 +606,15 @@ class _Dispatch:
                 "paused",
                 f"{self.consecutive_failures} failures in a row, the last: {reply}",
             )
+
+
+@dataclass
+class _Session:
+    """One worker's connection (None: to be made before its next message), and how many
+    connections it lost or could not make since it last heard a reply to a message."""
+
+    connection: Connection | None
+    failures: int = 0
 
 
 class _JournalDown(Exception):

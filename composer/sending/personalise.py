@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -66,12 +66,17 @@ _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _SHARED_FIELDS = {"subject", "from", "reply-to", "date", "mime-version", "content-type"}
 _PERSONAL_FIELDS = {"to", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
 
+# How the unsubscribe link in a hole is encoded: as it is, or HTML-escaped.
+HoleKind = Literal["text", "html"]
+
 
 class PersonalCopy(NamedTuple):
-    """One reader's message, ready for DATA, and the Message-ID it carries (which the
-    delivery record keeps, to join a bounce or a complaint to the reader)."""
+    """One reader's message, ready for DATA; the Message-ID it carries (which the
+    delivery record keeps, to join a bounce or a complaint to the reader); and the
+    address it goes to in ``RCPT TO``, as :func:`envelope_address` writes it."""
 
     message_id: str
+    envelope_address: str
     data: bytes
 
 
@@ -81,7 +86,7 @@ class MessageTemplate:
 
     shared_headers: bytes
     bodies: tuple[bytes, ...]  # text around the holes, in order; the holes alternate
-    hole_kinds: tuple[str, ...]  # "text" or "html": how the link in each hole is encoded
+    hole_kinds: tuple[HoleKind, ...]  # how the link in each hole is encoded
     domain: str
     issue: str
     links: UnsubscribeLinks | None
@@ -116,7 +121,7 @@ class MessageTemplate:
         check_header_block(shared, _SHARED_FIELDS)
 
         pieces: list[bytes] = [b""]
-        kinds: list[str] = []
+        kinds: list[HoleKind] = []
         for subtype, content in (("plain", composed.text), ("html", composed.html)):
             pieces[-1] += (
                 f"--{boundary}\r\n"
@@ -148,13 +153,14 @@ class MessageTemplate:
         """``recipient``'s copy; :class:`UnsendableAddress` if their address cannot be
         written safely."""
         if self.links is not None:
-            url = self.links.url(recipient.key or recipient.email, self.issue)
-            unsubscribe = self.links.headers(recipient.key or recipient.email, self.issue)
+            url = self.links.url(recipient.link_key, self.issue)
+            unsubscribe = self.links.headers(recipient.link_key, self.issue)
         else:
             url, unsubscribe = self.fallback_url, {}
         message_id = self.message_id(recipient)
+        address = envelope_address(recipient.email)
         personal = [
-            b"To: " + to_header(recipient),
+            b"To: " + to_header(recipient.name, address),
             b"Message-ID: " + message_id.encode("ascii"),
         ]
         for name, value in unsubscribe.items():
@@ -168,14 +174,14 @@ class MessageTemplate:
         for kind, body in zip(self.hole_kinds, self.bodies[1:], strict=True):
             out.append(html_link if kind == "html" else text_link)
             out.append(body)
-        return PersonalCopy(message_id=message_id, data=b"".join(out))
+        return PersonalCopy(message_id=message_id, envelope_address=address, data=b"".join(out))
 
     def message_id(self, recipient: Recipient) -> str:
         """A Message-ID unique to this issue and reader (random with ``unique_ids``)."""
         if self.unique_ids:
             tag = secrets.token_hex(10)
         else:
-            tag = hashlib.sha256((recipient.key or recipient.email).encode()).hexdigest()[:20]
+            tag = hashlib.sha256(recipient.link_key.encode()).hexdigest()[:20]
         slug = re.sub(r"[^A-Za-z0-9.-]", "-", self.issue) or "issue"
         return f"<{slug}.{tag}@{self.domain}>"
 
@@ -202,12 +208,12 @@ def envelope_address(email: str) -> str:
     return f"{checked.local_part}@{checked.ascii_domain}"
 
 
-def to_header(recipient: Recipient) -> bytes:
-    """The ``To`` value: the reader's name (quoted, or RFC 2047 encoded when not ASCII,
-    folded at 76 characters) and address (UTF-8 only when its local part is not
-    ASCII), on lines that cannot start a new header."""
-    address = envelope_address(recipient.email)
-    name = one_line(recipient.name)[:MAX_NAME_CHARS]
+def to_header(name: str, address: str) -> bytes:
+    """The ``To`` value: the reader's ``name`` (quoted, or RFC 2047 encoded when not
+    ASCII, folded at 76 characters) and ``address`` as :func:`envelope_address` wrote
+    it (UTF-8 only when its local part is not ASCII), on lines that cannot start a new
+    header."""
+    name = one_line(name)[:MAX_NAME_CHARS]
     if not name:
         return address.encode()
     if name.isascii():

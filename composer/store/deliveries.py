@@ -58,6 +58,12 @@ class Recipient:
     subscriber_id: int | None = None
 
     @property
+    def link_key(self) -> str:
+        """What the reader's unsubscribe link carries and their Message-ID is made from:
+        ``key``, or the address itself for a test address, which has none."""
+        return self.key or self.email
+
+    @property
     def journal_id(self) -> int:
         """The id the delivery record keeps this recipient under."""
         if self.subscriber_id is None:
