@@ -187,7 +187,13 @@ def test_a_message_id_recorded_with_sending_is_kept_and_finds_the_delivery_and_r
         journal.record([outcome(ann, "deferred", code=451, reply="try later", retryable=True)])
         journal.record([outcome(ann, "sending", message_id="<a@news.example.com>")])
         journal.record([outcome(ann, "sent", code=250, reply="ok")])
-        journal.record([outcome(bob, "sending", message_id="<b@news.example.com>")])
+        # Outcomes of one reader within one commit apply in order.
+        journal.record(
+            [
+                outcome(bob, "deferred", code=421, reply="closing", retryable=True),
+                outcome(bob, "sending", message_id="<b@news.example.com>"),
+            ]
+        )
     found = store.find_delivery("<a@news.example.com>")
     assert found is not None
     assert found.subscriber == store.get(ann.key)

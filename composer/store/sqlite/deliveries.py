@@ -18,6 +18,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from itertools import groupby
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -62,9 +63,13 @@ ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     code = CASE WHEN excluded.state = 'sending' THEN deliveries.code ELSE excluded.code END,
     reply = CASE WHEN excluded.state = 'sending' THEN deliveries.reply ELSE excluded.reply END,
     retryable = excluded.retryable,
-    message_id = coalesce(excluded.message_id, deliveries.message_id),
     updated_at = excluded.updated_at
 """
+# An outcome without a Message-ID leaves the recorded one, and its index, alone: the keys
+# are random, so each index write lands on a page of its own, and rewriting them all for
+# every sent row would double what each commit writes to disk.
+_UPSERT_WITH_MESSAGE_ID = _UPSERT.rstrip() + ",\n    message_id = excluded.message_id\n"
+_MESSAGE_ID = 8  # its place in a row of _UPSERT
 _DELIVERY_COLUMNS = (
     "d.issue, d.subscriber_id, d.email, d.state, d.attempts, d.code, d.reply, d.retryable,"
     " d.message_id, d.updated_at"
@@ -261,7 +266,9 @@ class SqliteDispatchJournal:
         self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now: float
     ) -> None:
         with _transaction(self._db):
-            self._db.executemany(_UPSERT, rows)
+            # Runs in order, so a reader's later outcome in the same commit still wins.
+            for with_id, run in groupby(rows, key=lambda row: row[_MESSAGE_ID] is not None):
+                self._db.executemany(_UPSERT_WITH_MESSAGE_ID if with_id else _UPSERT, run)
             if bounces:
                 mark_bounced(self._db, bounces)
             if self._locked and now - self._last_heartbeat > HEARTBEAT_SECONDS:
