@@ -5,6 +5,7 @@ lock is free."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from composer.config import Config
-from composer.store import NewSubscriber, SubscriberStore
+from composer.config import Config, load_config
+from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.unsubscribe import UnsubscribeLinks
-from tests.conftest import write_csv
+from tests.conftest import EXAMPLE_MD, write_csv
+from tests.smtp_server import SmtpServer
 
 HOLD_THE_LOCK = """
 import sqlite3, sys
@@ -156,3 +158,29 @@ def test_a_queued_unsubscribe_outlives_the_server_and_the_next_command_applies_i
     assert "ann@example.com\t" in listed.output
     assert "applied 1 unsubscribe accepted while the database was busy" in listed.output
     assert not queue.waiting()
+
+
+def test_a_send_while_another_writes_does_not_start_with_an_unsubscribe_still_queued(
+    send_config: Path, smtp: SmtpServer
+) -> None:
+    config = load_config(send_config)
+    with open_store(config.subscribers) as store:
+        for email in ("ann@example.com", "bob@example.com"):
+            store.save(NewSubscriber(email, email))
+    queue = PendingUnsubscribes(config.subscribers.database)
+    queue.add(QueuedUnsubscribe(key="ann@example.com", email="ann@example.com", reason="link"))
+
+    with write_lock(config.subscribers.database):
+        sending = newsletter(send_config, "send", EXAMPLE_MD, "--yes")
+        # Held past the 5 s an unsubscribe waits, then let go while a send that went on
+        # regardless would still be waiting (10 s) to take its dispatch lock.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sending.wait(timeout=12)
+    _, err = sending.communicate(timeout=60)
+
+    assert sending.returncode == 2, err
+    [line] = err.splitlines()
+    assert line.startswith(f"Error: {config.subscribers.database}: the subscriber database is busy")
+    assert str(queue.path) in line and "try again" in line
+    assert smtp.messages() == [], "nothing was sent"
+    assert queue.waiting()
