@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from composer.config import Config, load_config
+from composer.errors import JournalError, StoreBusy
 from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.unsubscribe import UnsubscribeLinks
@@ -184,3 +186,20 @@ def test_a_send_while_another_writes_does_not_start_with_an_unsubscribe_still_qu
     assert str(queue.path) in line and "try again" in line
     assert smtp.messages() == [], "nothing was sent"
     assert queue.waiting()
+
+
+def test_releasing_a_dispatch_lock_while_another_writes_is_one_line_naming_the_file(
+    config: Config, store: SubscriberStore
+) -> None:
+    database = config.subscribers.database
+    with store.deliveries("issue-7") as journal:
+        journal.acquire("all")
+        with write_lock(database), pytest.raises(JournalError) as raised:
+            journal.release("complete")
+        [line] = raised.value.message.splitlines()
+        assert line.startswith(f"{database}: the subscriber database is busy"), line
+        assert "the dispatch lock of issue-7 was not released" in line
+        assert isinstance(raised.value.__cause__, StoreBusy)
+    # Still recorded as this live process's: a later run takes it over once it has ended.
+    with store.deliveries("issue-7") as later:
+        assert later.status().running

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from composer.errors import DispatchLocked, JournalError
+from composer.errors import DispatchLocked, JournalError, StoreBusy
 from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
@@ -42,7 +42,7 @@ from composer.store.deliveries import (
     lock_is_stale,
     still_to_send,
 )
-from composer.store.sqlite.database import busy, connect, now_text
+from composer.store.sqlite.database import connect, now_text, write_transaction
 from composer.store.sqlite.subscribers import (
     SUBSCRIBER_COLUMNS,
     mark_bounced,
@@ -117,58 +117,59 @@ class SqliteDispatchJournal:
         now = time.time()
         host = socket.gethostname()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:  # busy past busy_timeout: another writer
-            raise busy(self.path, exc) from exc
-        try:
-            holder = self._holder(self._db)
-            if holder is not None and not lock_is_stale(holder, now, host):
-                raise DispatchLocked(
-                    f"{self.name} is already being sent by process {holder.pid} on"
-                    f" {holder.host}; wait for it to finish (or stop it), then run the same"
-                    " command again"
-                )
-            self._db.execute(
-                "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (self.issue, self.owner, host, os.getpid(), now),
-            )
-            stamp = now_text()
-            self._db.execute(
-                "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
-                " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
-                " last_run_at = excluded.last_run_at",
-                (self.issue, segment, stamp, stamp, self.issue),
-            )
-            if self.identity is not None:
-                self._db.execute(
-                    "UPDATE dispatches SET slug = ?, issue_id = ?, content_digest = ?"
-                    " WHERE issue = ?",
-                    (
-                        self.identity.slug,
-                        self.identity.id or None,
-                        self.identity.content,
-                        self.issue,
-                    ),
-                )
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            _rollback(self._db)
-            if isinstance(exc, sqlite3.Error):
-                raise JournalError(
-                    f"{self.path}: cannot start the dispatch ({exc}); nothing was sent. Free"
-                    " disk space (or fix what the error names), then run the same command"
-                ) from exc
-            raise
+            with write_transaction(self._db, self.path):
+                self._take_lock(segment, host, now)
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"{self.path}: cannot start the dispatch ({exc}); nothing was sent. Free"
+                " disk space (or fix what the error names), then run the same command"
+            ) from exc
         self._locked = True
         self._last_heartbeat = now
+
+    def _take_lock(self, segment: Segment, host: str, now: float) -> None:
+        """Inside the caller's transaction: refuse a live holder, then record this
+        process as the holder and the dispatch as run now."""
+        holder = self._holder(self._db)
+        if holder is not None and not lock_is_stale(holder, now, host):
+            raise DispatchLocked(
+                f"{self.name} is already being sent by process {holder.pid} on"
+                f" {holder.host}; wait for it to finish (or stop it), then run the same"
+                " command again"
+            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (self.issue, self.owner, host, os.getpid(), now),
+        )
+        stamp = now_text()
+        self._db.execute(
+            "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
+            " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
+            " last_run_at = excluded.last_run_at",
+            (self.issue, segment, stamp, stamp, self.issue),
+        )
+        if self.identity is not None:
+            self._db.execute(
+                "UPDATE dispatches SET slug = ?, issue_id = ?, content_digest = ? WHERE issue = ?",
+                (
+                    self.identity.slug,
+                    self.identity.id or None,
+                    self.identity.content,
+                    self.issue,
+                ),
+            )
 
     def release(self, result: str = "") -> None:
         """Give the lock back, noting how the run ended; tried once (a lock that cannot
         be deleted goes stale when this process ends)."""
         self._locked = False
+        outcome = (
+            f"the dispatch lock of {self.issue} was not released: it is free once this"
+            " process has ended"
+        )
         try:
-            with _transaction(self._db):
+            with write_transaction(self._db, self.path, outcome):
                 self._db.execute(
                     "DELETE FROM dispatch_locks WHERE issue = ? AND owner = ?",
                     (self.issue, self.owner),
@@ -178,6 +179,8 @@ class SqliteDispatchJournal:
                         "UPDATE dispatches SET last_result = ? WHERE issue = ?",
                         (result, self.issue),
                     )
+        except StoreBusy as exc:
+            raise JournalError(exc.message) from exc
         except sqlite3.Error as exc:
             raise JournalError(
                 f"{self.path}: cannot release the dispatch lock of {self.issue} ({exc});"
@@ -245,6 +248,8 @@ class SqliteDispatchJournal:
                 bounces.append((recipient.key, bounce_reason(self.name, outcome)))
         try:
             self._write(rows, bounces, time.time())
+        except StoreBusy as exc:
+            raise JournalError(exc.message) from exc
         except sqlite3.Error as exc:
             self._make_room()
             raise JournalError(f"{self.path}: cannot record the dispatch ({exc})") from exc
@@ -260,7 +265,8 @@ class SqliteDispatchJournal:
     def _write(
         self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now: float
     ) -> None:
-        with _transaction(self._db):
+        outcome = "the outcomes since the last commit were not recorded"
+        with write_transaction(self._db, self.path, outcome):
             self._db.executemany(_UPSERT, rows)
             if bounces:
                 mark_bounced(self._db, bounces)
@@ -376,36 +382,3 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         message_id=message_id,
         updated_at=dt.datetime.fromisoformat(updated),
     )
-
-
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (a failed
-    ``COMMIT`` included)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error:
-                _rollback(self.db)
-                raise
-        else:
-            _rollback(self.db)
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    # SQLite rolls a transaction back by itself when a write fails at COMMIT (a full
-    # disk); a second ROLLBACK would then fail and hide why.
-    if db.in_transaction:
-        db.execute("ROLLBACK")

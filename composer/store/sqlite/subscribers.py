@@ -29,13 +29,12 @@ from composer.store import (
     segment_tiers,
 )
 from composer.store.sqlite.database import (
-    busy,
     connect,
-    is_busy,
     migrate,
     moment_text,
     now_text,
     unusable,
+    write_transaction,
 )
 
 if TYPE_CHECKING:
@@ -96,15 +95,10 @@ class SqliteSubscriberStore:
         self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
     ) -> tuple[Subscriber, Change]:
         """Add or update one subscriber by the rules in :mod:`composer.store`."""
-        self._begin()
-        try:
+        with write_transaction(self._db, self.path):
             old = self.get(new.key)
             change = classify(old, new, resubscribe=resubscribe)
             self._apply([(old, new, change)], reason or new.status_reason)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         saved = self.get(new.key)
         assert saved is not None
         return saved, change
@@ -120,45 +114,45 @@ class SqliteSubscriberStore:
         saved = 0
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
+            outcome = (
+                f"the import stopped: {saved:,} rows were saved and the rest were not;"
+                " import the same file again once it has finished (the saved rows count"
+                " as unchanged)"
+            )
             try:
-                self._begin(
-                    f"the import stopped: {saved:,} rows were saved and the rest were not;"
-                    " import the same file again once it has finished (the saved rows count"
-                    " as unchanged)"
-                )
-                keys = list({row.key: None for row in batch})
-                marks = ",".join("?" * len(keys))
-                seen = {
-                    key
-                    for (key,) in self._db.execute(
-                        f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
+                with write_transaction(self._db, self.path, outcome):
+                    keys = list({row.key: None for row in batch})
+                    marks = ",".join("?" * len(keys))
+                    seen = {
+                        key
+                        for (key,) in self._db.execute(
+                            f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
+                        )
+                    }
+                    fresh: dict[str, NewSubscriber] = {}
+                    for row in batch:
+                        if row.key in seen or row.key in fresh:
+                            counts["duplicates"] += 1
+                        else:
+                            fresh[row.key] = row
+                    self._db.executemany(
+                        "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
                     )
-                }
-                fresh: dict[str, NewSubscriber] = {}
-                for row in batch:
-                    if row.key in seen or row.key in fresh:
-                        counts["duplicates"] += 1
-                    else:
-                        fresh[row.key] = row
-                self._db.executemany(
-                    "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
-                )
-                existing = {
-                    row[2]: subscriber_from_row(row)
-                    for row in self._db.execute(
-                        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key IN ({marks})", keys
-                    )
-                }
-                plan = []
-                for key, new in fresh.items():
-                    old = existing.get(key)
-                    change = classify(old, new, resubscribe=False)
-                    counts[change] += 1
-                    plan.append((old, new, change))
-                self._apply(plan, "imported")
-                self._db.execute("COMMIT")
+                    existing = {
+                        row[2]: subscriber_from_row(row)
+                        for row in self._db.execute(
+                            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key IN ({marks})",
+                            keys,
+                        )
+                    }
+                    plan = []
+                    for key, new in fresh.items():
+                        old = existing.get(key)
+                        change = classify(old, new, resubscribe=False)
+                        counts[change] += 1
+                        plan.append((old, new, change))
+                    self._apply(plan, "imported")
             except sqlite3.OperationalError as exc:
-                self._rollback()
                 if not _out_of_disk(exc):
                     raise
                 raise StoreError(
@@ -166,28 +160,9 @@ class SqliteSubscriberStore:
                     f" {saved:,} rows were saved and the rest were not: free some disk space"
                     " and import the same file again (the saved rows count as unchanged)"
                 ) from exc
-            except BaseException:
-                self._rollback()
-                raise
             saved += len(batch)
         self._db.execute("DELETE FROM temp.import_seen")
         return ImportCounts(**counts)
-
-    def _begin(self, outcome: str = "") -> None:
-        """Start a write transaction; a lock another process keeps past the wait is
-        :class:`StoreBusy`, ``outcome`` saying what was written before (default: nothing)."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
-                raise
-            raise busy(self.path, exc, outcome) from exc
-
-    def _rollback(self) -> None:
-        # SQLite rolls a transaction back by itself when a write fails at COMMIT (a
-        # full disk); a second ROLLBACK would then fail and hide why.
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
 
     def _apply(
         self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
@@ -232,17 +207,12 @@ class SqliteSubscriberStore:
         """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown."""
         if status not in get_args(InactiveStatus):
             raise ValueError(f"mark_status cannot set {status!r}; resubscribe with save()")
-        self._begin()
-        try:
+        with write_transaction(self._db, self.path):
             self._db.execute(
                 "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
                 " WHERE key = ? AND status != ?",
                 (status, now_text(), reason, key, status),
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         return self.get(key)
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
