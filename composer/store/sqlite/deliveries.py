@@ -43,11 +43,7 @@ from composer.store.deliveries import (
     still_to_send,
 )
 from composer.store.sqlite.database import connect, now_text, write_transaction
-from composer.store.sqlite.subscribers import (
-    SUBSCRIBER_COLUMNS,
-    mark_bounced,
-    subscriber_from_row,
-)
+from composer.store.sqlite.rows import SUBSCRIBER_COLUMNS, mark_bounced, subscriber_from_row
 
 # A database held by another writer is waited for this long before giving up.
 BUSY_TIMEOUT_MS = 10_000
@@ -66,10 +62,19 @@ ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 _DELIVERY_COLUMNS = (
-    "d.issue, d.subscriber_id, d.email, d.state, d.attempts, d.code, d.reply, d.retryable,"
-    " d.message_id, d.updated_at"
+    "issue",
+    "subscriber_id",
+    "email",
+    "state",
+    "attempts",
+    "code",
+    "reply",
+    "retryable",
+    "message_id",
+    "updated_at",
 )
-_SUBSCRIBER_COLUMNS = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS.split(", "))
+_DELIVERY_SELECT = ", ".join(f"d.{name}" for name in _DELIVERY_COLUMNS)
+_SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
 
 
 class SqliteDispatchJournal:
@@ -300,7 +305,7 @@ class SqliteDispatchJournal:
         failures = [
             _delivery(row)
             for row in self._reads.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ? AND"
+                f"SELECT {_DELIVERY_SELECT} FROM deliveries AS d WHERE d.issue = ? AND"
                 " d.state IN ('failed', 'deferred', 'unknown') ORDER BY d.state, d.subscriber_id",
                 (self.issue,),
             )
@@ -355,14 +360,14 @@ def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | N
     """The delivery whose copy had ``message_id``, with its subscriber (the latest, should
     two issues' copies ever share one)."""
     row = db.execute(
-        f"SELECT {_DELIVERY_COLUMNS}, {_SUBSCRIBER_COLUMNS} FROM deliveries AS d"
+        f"SELECT {_DELIVERY_SELECT}, {_SUBSCRIBER_SELECT} FROM deliveries AS d"
         " JOIN subscribers AS s ON s.id = d.subscriber_id WHERE d.message_id = ?"
         " ORDER BY d.updated_at DESC LIMIT 1",
         (message_id,),
     ).fetchone()
     if row is None:
         return None
-    width = len(_DELIVERY_COLUMNS.split(","))
+    width = len(_DELIVERY_COLUMNS)
     return TracedDelivery(
         delivery=_delivery(row[:width]), subscriber=subscriber_from_row(row[width:])
     )

@@ -6,7 +6,6 @@ the delivery record of each issue is :mod:`composer.store.sqlite.deliveries`'.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -15,7 +14,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from composer.errors import StoreError
-from composer.model import Tier
 from composer.store import (
     STATUSES,
     Change,
@@ -36,12 +34,12 @@ from composer.store.sqlite.database import (
     unusable,
     write_transaction,
 )
+from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
+from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
-    from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
-SUBSCRIBER_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
 _INSERT = (
     "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
     " status_reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -87,7 +85,7 @@ class SqliteSubscriberStore:
     def get(self, key: str) -> Subscriber | None:
         """The subscriber with normalised address ``key``, or None."""
         row = self._db.execute(
-            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key = ?", (key,)
+            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key = ?", (key,)
         ).fetchone()
         return subscriber_from_row(row) if row else None
 
@@ -141,7 +139,7 @@ class SqliteSubscriberStore:
                     existing = {
                         row[2]: subscriber_from_row(row)
                         for row in self._db.execute(
-                            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key IN ({marks})",
+                            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key IN ({marks})",
                             keys,
                         )
                     }
@@ -229,7 +227,7 @@ class SqliteSubscriberStore:
 
     def _pages(self, where: str, params: tuple[Any, ...], batch_size: int) -> Iterator[Subscriber]:
         query = (
-            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} AND id > ?"
+            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE {where} AND id > ?"
             " ORDER BY id LIMIT ?"
         )
         last = 0
@@ -263,52 +261,17 @@ class SqliteSubscriberStore:
         self, issue: str, identity: IssueIdentity | None = None
     ) -> SqliteDispatchJournal:
         """The delivery record and dispatch lock of ``issue``, on connections of its own."""
-        # Imported here: the delivery record builds on this module (rows, bounces).
-        from composer.store.sqlite.deliveries import SqliteDispatchJournal
-
         return SqliteDispatchJournal(self.path, issue, identity)
 
     def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
         """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
-        from composer.store.sqlite.deliveries import find_dispatches
-
         return find_dispatches(self._db, issue)
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
-        from composer.store.sqlite.deliveries import find_delivery
-
         return find_delivery(self._db, message_id)
-
-
-def mark_bounced(db: sqlite3.Connection, bounces: Iterable[tuple[str, str]]) -> None:
-    """Mark each ``(key, reason)`` subscriber bounced on ``db``, inside the caller's
-    transaction: the delivery record holds a 5.1.x reply and the bounce atomically.
-    Only an active subscriber moves: an unsubscribe stays an unsubscribe."""
-    now = now_text()
-    db.executemany(
-        "UPDATE subscribers SET status = 'bounced', status_changed_at = ?, status_reason = ?"
-        " WHERE key = ? AND status = 'active'",
-        ((now, reason, key) for key, reason in bounces),
-    )
 
 
 def _out_of_disk(exc: sqlite3.Error) -> bool:
     # A full disk is SQLITE_FULL; a file-size limit or quota surfaces as a failed write.
     return exc.sqlite_errorname == "SQLITE_FULL" or exc.sqlite_errorname.startswith("SQLITE_IOERR")
-
-
-def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:
-    """The subscriber in a row of :data:`SUBSCRIBER_COLUMNS`."""
-    id_, email, key, name, tier, tags, status, changed_at, reason = row
-    return Subscriber(
-        id=id_,
-        email=email,
-        key=key,
-        name=name,
-        tier=cast(Tier, tier),
-        tags=tuple(tags.split(";")) if tags else (),
-        status=cast(Status, status),
-        status_changed_at=dt.datetime.fromisoformat(changed_at),
-        status_reason=reason,
-    )
