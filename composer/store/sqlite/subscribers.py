@@ -119,37 +119,7 @@ class SqliteSubscriberStore:
             )
             try:
                 with write_transaction(self._db, self.path, outcome):
-                    keys = list({row.key: None for row in batch})
-                    marks = ",".join("?" * len(keys))
-                    seen = {
-                        key
-                        for (key,) in self._db.execute(
-                            f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
-                        )
-                    }
-                    fresh: dict[str, NewSubscriber] = {}
-                    for row in batch:
-                        if row.key in seen or row.key in fresh:
-                            counts["duplicates"] += 1
-                        else:
-                            fresh[row.key] = row
-                    self._db.executemany(
-                        "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
-                    )
-                    existing = {
-                        row[2]: subscriber_from_row(row)
-                        for row in self._db.execute(
-                            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key IN ({marks})",
-                            keys,
-                        )
-                    }
-                    plan = []
-                    for key, new in fresh.items():
-                        old = existing.get(key)
-                        change = classify(old, new, resubscribe=False)
-                        counts[change] += 1
-                        plan.append((old, new, change))
-                    self._apply(plan, "imported")
+                    self._import_batch(batch, counts)
             except sqlite3.OperationalError as exc:
                 if not _out_of_disk(exc):
                     raise
@@ -161,6 +131,41 @@ class SqliteSubscriberStore:
             saved += len(batch)
         self._db.execute("DELETE FROM temp.import_seen")
         return ImportCounts(**counts)
+
+    def _import_batch(self, batch: list[NewSubscriber], counts: dict[str, int]) -> None:
+        """Save one batch of an import inside the caller's transaction, adding what each
+        row did to ``counts``."""
+        keys = list({row.key: None for row in batch})
+        marks = ",".join("?" * len(keys))
+        seen = {
+            key
+            for (key,) in self._db.execute(
+                f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
+            )
+        }
+        fresh: dict[str, NewSubscriber] = {}
+        for row in batch:
+            if row.key in seen or row.key in fresh:
+                counts["duplicates"] += 1
+            else:
+                fresh[row.key] = row
+        self._db.executemany(
+            "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
+        )
+        existing = {
+            row[2]: subscriber_from_row(row)
+            for row in self._db.execute(
+                f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key IN ({marks})",
+                keys,
+            )
+        }
+        plan = []
+        for key, new in fresh.items():
+            old = existing.get(key)
+            change = classify(old, new, resubscribe=False)
+            counts[change] += 1
+            plan.append((old, new, change))
+        self._apply(plan, "imported")
 
     def _apply(
         self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
