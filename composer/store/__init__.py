@@ -129,8 +129,8 @@ class SubscriberStore(Protocol):
     def count_by_status(self) -> dict[Status, int]:
         """How many subscribers have each status (every status present, zero or more)."""
 
-    def deliveries(self, issue: str, identity: IssueIdentity | None = None) -> DispatchJournal:
-        """The delivery record and dispatch lock of the dispatch keyed ``issue``; close it
+    def deliveries(self, key: str, identity: IssueIdentity | None = None) -> DispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``key``; close it
         after use. ``identity``, when given, is recorded with the dispatch when its lock
         is taken, so that :meth:`dispatches` finds it by the issue's id, content or file
         name (without it, the dispatch is found by its key as a file name)."""

@@ -176,10 +176,10 @@ class LockHolder:
 class DispatchJournal(Protocol):
     """The delivery record of one issue and its dispatch lock. Writes commit before
     they return; :meth:`record` may be called from one other thread at a time.
-    ``issue`` is the dispatch's key; ``name`` what messages call it (the issue's file
+    ``key`` is the dispatch's key; ``name`` what messages call it (the issue's file
     name when the journal was opened for one, else the key)."""
 
-    issue: str
+    key: str
     name: str
 
     def acquire(self, segment: Segment) -> None:

@@ -82,11 +82,11 @@ class SqliteDispatchJournal:
     :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date.
     ``identity``, when given, is recorded with the dispatch when the lock is taken."""
 
-    def __init__(self, path: Path, issue: str, identity: IssueIdentity | None = None) -> None:
+    def __init__(self, path: Path, key: str, identity: IssueIdentity | None = None) -> None:
         self.path = path
-        self.issue = issue
+        self.key = key
         self.identity = identity
-        self.name = identity.slug if identity else issue
+        self.name = identity.slug if identity else key
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
@@ -145,14 +145,14 @@ class SqliteDispatchJournal:
         self._db.execute(
             "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (self.issue, self.owner, host, os.getpid(), now),
+            (self.key, self.owner, host, os.getpid(), now),
         )
         stamp = now_text()
         self._db.execute(
             "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
             " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
             " last_run_at = excluded.last_run_at",
-            (self.issue, segment, stamp, stamp, self.issue),
+            (self.key, segment, stamp, stamp, self.key),
         )
         if self.identity is not None:
             self._db.execute(
@@ -161,7 +161,7 @@ class SqliteDispatchJournal:
                     self.identity.slug,
                     self.identity.id or None,
                     self.identity.content,
-                    self.issue,
+                    self.key,
                 ),
             )
 
@@ -170,25 +170,25 @@ class SqliteDispatchJournal:
         be deleted goes stale when this process ends)."""
         self._locked = False
         outcome = (
-            f"the dispatch lock of {self.issue} was not released: it is free once this"
+            f"the dispatch lock of {self.key} was not released: it is free once this"
             " process has ended"
         )
         try:
             with write_transaction(self._db, self.path, outcome):
                 self._db.execute(
                     "DELETE FROM dispatch_locks WHERE issue = ? AND owner = ?",
-                    (self.issue, self.owner),
+                    (self.key, self.owner),
                 )
                 if result:
                     self._db.execute(
                         "UPDATE dispatches SET last_result = ? WHERE issue = ?",
-                        (result, self.issue),
+                        (result, self.key),
                     )
         except StoreBusy as exc:
             raise JournalError(exc.message) from exc
         except sqlite3.Error as exc:
             raise JournalError(
-                f"{self.path}: cannot release the dispatch lock of {self.issue} ({exc});"
+                f"{self.path}: cannot release the dispatch lock of {self.key} ({exc});"
                 " it is free once this process has ended"
             ) from exc
 
@@ -213,7 +213,7 @@ class SqliteDispatchJournal:
         while True:
             # Each page is its own short read, so a long dispatch never pins a snapshot
             # and writers (the unsubscribe server, this journal) are never blocked by it.
-            rows = self._reads.execute(query, (self.issue, *tiers, last, page_size)).fetchall()
+            rows = self._reads.execute(query, (self.key, *tiers, last, page_size)).fetchall()
             for sid, email, key, name, tier, state, retryable in rows:
                 if still_to_send(
                     state,
@@ -237,7 +237,7 @@ class SqliteDispatchJournal:
             recipient = outcome.recipient
             rows.append(
                 (
-                    self.issue,
+                    self.key,
                     recipient.journal_id,
                     recipient.email,
                     outcome.state,
@@ -278,7 +278,7 @@ class SqliteDispatchJournal:
             if self._locked and now - self._last_heartbeat > HEARTBEAT_SECONDS:
                 self._db.execute(
                     "UPDATE dispatch_locks SET heartbeat_at = ? WHERE issue = ? AND owner = ?",
-                    (now, self.issue, self.owner),
+                    (now, self.key, self.owner),
                 )
                 self._last_heartbeat = now
 
@@ -286,11 +286,11 @@ class SqliteDispatchJournal:
         """Counts, what is left, and the failures of this issue's dispatch."""
         counts: dict[State, int] = dict.fromkeys(STATES, 0)
         for state, count in self._reads.execute(
-            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (self.issue,)
+            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (self.key,)
         ):
             counts[cast(State, state)] = count
         row = self._reads.execute(
-            "SELECT segment, last_result FROM dispatches WHERE issue = ?", (self.issue,)
+            "SELECT segment, last_result FROM dispatches WHERE issue = ?", (self.key,)
         ).fetchone()
         segment = cast(Segment, row[0]) if row else None
         not_attempted = 0
@@ -300,14 +300,14 @@ class SqliteDispatchJournal:
                 "SELECT count(*) FROM subscribers AS s WHERE s.status = 'active' AND s.tier IN"
                 f" ({','.join('?' * len(tiers))}) AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
                 " WHERE d.issue = ? AND d.subscriber_id = s.id)",
-                (*tiers, self.issue),
+                (*tiers, self.key),
             ).fetchone()[0]
         failures = [
             _delivery(row)
             for row in self._reads.execute(
                 f"SELECT {_DELIVERY_SELECT} FROM deliveries AS d WHERE d.issue = ? AND"
                 " d.state IN ('failed', 'deferred', 'unknown') ORDER BY d.state, d.subscriber_id",
-                (self.issue,),
+                (self.key,),
             )
         ]
         holder = self._holder(self._reads)
@@ -326,7 +326,7 @@ class SqliteDispatchJournal:
 
     def _holder(self, db: sqlite3.Connection) -> LockHolder | None:
         row = db.execute(
-            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
+            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.key,)
         ).fetchone()
         return LockHolder(host=row[0], pid=row[1], heartbeat_at=row[2]) if row else None
 

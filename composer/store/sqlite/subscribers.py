@@ -262,11 +262,10 @@ class SqliteSubscriberStore:
             counts[cast(Status, status)] = count
         return counts
 
-    def deliveries(
-        self, issue: str, identity: IssueIdentity | None = None
-    ) -> SqliteDispatchJournal:
-        """The delivery record and dispatch lock of ``issue``, on connections of its own."""
-        return SqliteDispatchJournal(self.path, issue, identity)
+    def deliveries(self, key: str, identity: IssueIdentity | None = None) -> SqliteDispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``key``, on
+        connections of its own."""
+        return SqliteDispatchJournal(self.path, key, identity)
 
     def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
         """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
