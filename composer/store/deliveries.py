@@ -202,6 +202,12 @@ class DispatchJournal(Protocol):
         """The active subscribers of ``segment`` that :func:`still_to_send` keeps, in
         insertion order, read ``page_size`` at a time so memory stays flat."""
 
+    def count_to_send(
+        self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
+    ) -> int:
+        """How many recipients :meth:`recipients` would yield now, counted by the store
+        without reading them."""
+
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, in which a bounced outcome also marks
         its subscriber bounced (if active), so later issues skip them; raise

@@ -201,32 +201,57 @@ class SqliteDispatchJournal:
         page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` still to send to, a page at a time."""
-        tiers = segment_tiers(segment)
+        where, params = self._to_send(segment, retry_failed, include_unknown)
         query = (
-            "SELECT s.id, s.email, s.key, s.name, s.tier, d.state, d.retryable"
-            " FROM subscribers AS s LEFT JOIN deliveries AS d"
-            " ON d.issue = ? AND d.subscriber_id = s.id"
-            f" WHERE s.status = 'active' AND s.tier IN ({','.join('?' * len(tiers))})"
-            " AND s.id > ? ORDER BY s.id LIMIT ?"
+            "SELECT s.id, s.email, s.key, s.name, s.tier FROM subscribers AS s"
+            " LEFT JOIN deliveries AS d ON d.issue = ? AND d.subscriber_id = s.id"
+            f" WHERE {where} AND s.id > ? ORDER BY s.id LIMIT ?"
         )
         last = 0
         while True:
             # Each page is its own short read, so a long dispatch never pins a snapshot
             # and writers (the unsubscribe server, this journal) are never blocked by it.
-            rows = self._reads.execute(query, (self.key, *tiers, last, page_size)).fetchall()
-            for sid, email, key, name, tier, state, retryable in rows:
-                if still_to_send(
-                    state,
-                    bool(retryable),
-                    retry_failed=retry_failed,
-                    include_unknown=include_unknown,
-                ):
-                    yield Recipient(
-                        email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
-                    )
+            rows = self._reads.execute(query, (self.key, *params, last, page_size)).fetchall()
+            for sid, email, key, name, tier in rows:
+                yield Recipient(
+                    email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
+                )
             if len(rows) < page_size:
                 return
             last = rows[-1][0]
+
+    def count_to_send(
+        self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
+    ) -> int:
+        """How many recipients :meth:`recipients` would yield now, counted in SQL."""
+        where, params = self._to_send(segment, retry_failed, include_unknown)
+        query = (
+            "SELECT count(*) FROM subscribers AS s LEFT JOIN deliveries AS d"
+            f" ON d.issue = ? AND d.subscriber_id = s.id WHERE {where}"
+        )
+        return int(self._reads.execute(query, (self.key, *params)).fetchone()[0])
+
+    @staticmethod
+    def _to_send(
+        segment: Segment, retry_failed: bool, include_unknown: bool
+    ) -> tuple[str, tuple[str, ...]]:
+        """The condition on ``s`` (subscribers) and ``d`` (their delivery, if any) that
+        keeps the active subscribers of ``segment`` :func:`still_to_send` says to send
+        to, and its parameters; the states are read from that function, so the rules
+        stay spelled once."""
+        rules = {"retry_failed": retry_failed, "include_unknown": include_unknown}
+        assert still_to_send(None, False, **rules), "never attempted is always sent"
+        always = tuple(state for state in STATES if still_to_send(state, False, **rules))
+        if_retryable = tuple(
+            state for state in STATES if state not in always and still_to_send(state, True, **rules)
+        )
+        tiers = segment_tiers(segment)
+        where = (
+            f"s.status = 'active' AND s.tier IN ({_marks(tiers)}) AND (d.state IS NULL"
+            f" OR d.state IN ({_marks(always)})"
+            f" OR (d.retryable AND d.state IN ({_marks(if_retryable)})))"
+        )
+        return where, (*tiers, *always, *if_retryable)
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, marking bounced subscribers bounced."""
@@ -387,3 +412,8 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         message_id=message_id,
         updated_at=dt.datetime.fromisoformat(updated),
     )
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    """As many ``?`` as ``values``, comma-separated (none: an empty SQL list)."""
+    return ",".join("?" * len(values))
