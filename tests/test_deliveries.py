@@ -131,7 +131,10 @@ def test_recipients_are_those_still_to_send_by_state_and_segment(store: Subscrib
         )
 
         def ids(segment: str = "all", **options: object) -> list[int]:
-            return [r.subscriber_id for r in journal.recipients(segment, page_size=2, **options)]
+            found = [r.subscriber_id for r in journal.recipients(segment, page_size=2, **options)]
+            counted = journal.count_to_send(segment, **options)
+            assert counted == len(found), ("the count keeps the stream's rules", options)
+            return found
 
         assert ids() == [4, 5, 9, 10, 11]
         assert ids(retry_failed=True) == [3, 4, 5, 9, 10, 11], "unknown may have arrived"
@@ -154,6 +157,18 @@ def test_recipients_are_read_a_page_at_a_time(store: SubscriberStore) -> None:
         taken = [next(stream) for _ in range(25)]
         assert [r.subscriber_id for r in taken] == list(range(1, 26))
         assert len(reads) == 3, "25 recipients need three pages of ten, not the whole list"
+
+
+def test_counting_who_is_still_to_send_is_one_query_not_a_walk_of_the_list(
+    store: SubscriberStore,
+) -> None:
+    recipients = readers(store, 100)
+    with store.deliveries(ISSUE) as journal:
+        journal.record(outcome(r, "sent") for r in recipients[:30])
+        reads: list[str] = []
+        journal._reads.set_trace_callback(reads.append)
+        assert journal.count_to_send("all") == 70
+        assert len(reads) == 1 and "count(*)" in reads[0]
 
 
 def test_a_bounced_outcome_marks_an_active_subscriber_bounced_and_no_unsubscribed_one(

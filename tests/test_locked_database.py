@@ -5,6 +5,7 @@ lock is free."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -13,12 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-from composer.config import Config
-from composer.store import NewSubscriber, SubscriberStore
+from composer.config import Config, load_config
+from composer.errors import JournalError, StoreBusy
+from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.unsubscribe import UnsubscribeLinks
-from tests.conftest import newsletter, newsletter_command, write_csv
+from tests.conftest import EXAMPLE_MD, newsletter, newsletter_command, write_csv
+from tests.smtp_server import SmtpServer
 
 HOLD_THE_LOCK = """
 import sqlite3, sys
@@ -154,3 +158,51 @@ def test_a_queued_unsubscribe_outlives_the_server_and_the_next_command_applies_i
     assert "ann@example.com\t" in listed.output
     assert "applied 1 unsubscribe accepted while the database was busy" in listed.output
     assert not queue.waiting()
+
+
+def test_a_send_while_another_writes_does_not_start_with_an_unsubscribe_still_queued(
+    send_config: Path, smtp: SmtpServer
+) -> None:
+    config = load_config(send_config)
+    with open_store(config.subscribers) as store:
+        for email in ("ann@example.com", "bob@example.com"):
+            store.save(NewSubscriber(email, email))
+    queue = PendingUnsubscribes(config.subscribers.database)
+    queue.add(QueuedUnsubscribe(key="ann@example.com", email="ann@example.com", reason="link"))
+
+    with write_lock(config.subscribers.database):
+        sending = subprocess.Popen(
+            newsletter_command("send", EXAMPLE_MD, "--yes", config_path=send_config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Held past the 5 s an unsubscribe waits, then let go while a send that went on
+        # regardless would still be waiting (10 s) to take its dispatch lock.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sending.wait(timeout=12)
+    _, err = sending.communicate(timeout=60)
+
+    assert sending.returncode == 2, err
+    [line] = err.splitlines()
+    assert line.startswith(f"Error: {config.subscribers.database}: the subscriber database is busy")
+    assert str(queue.path) in line and "try again" in line
+    assert smtp.messages() == [], "nothing was sent"
+    assert queue.waiting()
+
+
+def test_releasing_a_dispatch_lock_while_another_writes_is_one_line_naming_the_file(
+    config: Config, store: SubscriberStore
+) -> None:
+    database = config.subscribers.database
+    with store.deliveries("issue-7") as journal:
+        journal.acquire("all")
+        with write_lock(database), pytest.raises(JournalError) as raised:
+            journal.release("complete")
+        [line] = raised.value.message.splitlines()
+        assert line.startswith(f"{database}: the subscriber database is busy"), line
+        assert "the dispatch lock of issue-7 was not released" in line
+        assert isinstance(raised.value.__cause__, StoreBusy)
+    # Still recorded as this live process's: a later run takes it over once it has ended.
+    with store.deliveries("issue-7") as later:
+        assert later.status().running

@@ -98,9 +98,15 @@ def plan_send(
         open_store(config.subscribers) as store,
         _journal(store, composed.issue, again=again) as journal,
     ):
-        active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
-    return SendPlan(composed, segment, active, done, describe_server(config.smtp))
+        return _plan(
+            composed,
+            store,
+            journal,
+            segment,
+            retry_failed,
+            include_unknown,
+            describe_server(config.smtp),
+        )
 
 
 def send_issue(
@@ -129,19 +135,26 @@ def send_issue(
         tier: MessageTemplate.build(composed, config, links=links)
         for tier, composed in variants.items()
     }
-    first = variants[segment_tiers(segment)[-1]]
+    # The highest tier's variant: its issue keys the dispatch and its title the plan.
+    top_variant = variants[segment_tiers(segment)[-1]]
 
     def render(recipient: Recipient) -> PersonalCopy:
         return templates[recipient.tier].render(recipient)
 
     with (
         open_store(config.subscribers) as store,
-        _journal(store, first.issue, again=again) as journal,
+        _journal(store, top_variant.issue, again=again) as journal,
     ):
         journal.acquire(segment)
-        active = store.count_active(segment)
-        done = active - _count_to_send(journal, segment, retry_failed, include_unknown)
-        plan = SendPlan(first, segment, active, done, transport.description)
+        plan = _plan(
+            top_variant,
+            store,
+            journal,
+            segment,
+            retry_failed,
+            include_unknown,
+            transport.description,
+        )
         if on_start is not None:
             on_start(plan)
         recipients = journal.recipients(
@@ -243,13 +256,22 @@ def _repeat(issue: Issue, earlier: DispatchRecord) -> str:
     )
 
 
-def _count_to_send(
-    journal: DispatchJournal, segment: Segment, retry_failed: bool, include_unknown: bool
-) -> int:
-    to_send = journal.recipients(
+def _plan(
+    composed: ComposedIssue,
+    store: SubscriberStore,
+    journal: DispatchJournal,
+    segment: Segment,
+    retry_failed: bool,
+    include_unknown: bool,
+    server: str,
+) -> SendPlan:
+    """The plan of sending ``composed`` to ``segment``, counted by the store without
+    reading the list."""
+    active = store.count_active(segment)
+    to_send = journal.count_to_send(
         segment, retry_failed=retry_failed, include_unknown=include_unknown
     )
-    return sum(1 for _ in to_send)
+    return SendPlan(composed, segment, active=active, done=active - to_send, server=server)
 
 
 def _stopped_by_journal(exc: JournalError, journal: DispatchJournal) -> JournalError:

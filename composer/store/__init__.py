@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from composer.errors import StoreBusy
 from composer.model import Tier
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ class SubscriberStore(Protocol):
     def count_by_status(self) -> dict[Status, int]:
         """How many subscribers have each status (every status present, zero or more)."""
 
-    def deliveries(self, issue: str, identity: IssueIdentity | None = None) -> DispatchJournal:
-        """The delivery record and dispatch lock of the dispatch keyed ``issue``; close it
+    def deliveries(self, key: str, identity: IssueIdentity | None = None) -> DispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``key``; close it
         after use. ``identity``, when given, is recorded with the dispatch when its lock
         is taken, so that :meth:`dispatches` finds it by the issue's id, content or file
         name (without it, the dispatch is found by its key as a file name)."""
@@ -160,7 +161,8 @@ class SubscriberStore(Protocol):
 def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> SubscriberStore:
     """Open (creating and migrating on first use) the store ``[subscribers]`` names, and
     apply the unsubscribes ``newsletter serve`` queued while it was busy
-    (:mod:`composer.store.pending`), so that no command acts on a reader who has left.
+    (:mod:`composer.store.pending`), so that no command acts on a reader who has left:
+    when they cannot be applied yet, :class:`~composer.errors.StoreBusy`.
     ``serve`` itself, which applies its queue in the background, opens it with
     ``apply_queued=False``: a page is never kept waiting for a busy database."""
     from composer.store.pending import PendingUnsubscribes
@@ -170,10 +172,18 @@ def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> Su
     pending = PendingUnsubscribes(settings.database)
     if apply_queued and pending.waiting():
         try:
-            pending.apply(store)
+            applied = pending.apply(store)
         except BaseException:
             store.close()
             raise
+        if not applied:
+            store.close()
+            raise StoreBusy(
+                f"{settings.database}: the subscriber database is busy: another process (a"
+                " send, an import, a sqlite3 shell) kept its write lock past the wait, so the"
+                f" unsubscribes queued in {pending.path} could not be applied and nothing was"
+                " done: try again in a moment, once it has finished"
+            )
     return store
 
 

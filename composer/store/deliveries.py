@@ -182,10 +182,10 @@ class LockHolder:
 class DispatchJournal(Protocol):
     """The delivery record of one issue and its dispatch lock. Writes commit before
     they return; :meth:`record` may be called from one other thread at a time.
-    ``issue`` is the dispatch's key; ``name`` what messages call it (the issue's file
+    ``key`` is the dispatch's key; ``name`` what messages call it (the issue's file
     name when the journal was opened for one, else the key)."""
 
-    issue: str
+    key: str
     name: str
 
     def acquire(self, segment: Segment) -> None:
@@ -207,6 +207,12 @@ class DispatchJournal(Protocol):
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` that :func:`still_to_send` keeps, in
         insertion order, read ``page_size`` at a time so memory stays flat."""
+
+    def count_to_send(
+        self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
+    ) -> int:
+        """How many recipients :meth:`recipients` would yield now, counted by the store
+        without reading them."""
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, in which a bounced outcome also marks

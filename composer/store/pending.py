@@ -6,7 +6,8 @@ reader the unsubscribe it has answered for. It adds the request to a file beside
 database (``subscribers.db.unsubscribes``: one JSON object a line, synced to the disk
 before the reader is answered) and applies it once the lock is free. Every opening of
 the store (:func:`composer.store.open_store`) applies what is waiting too, so that a
-send started in the meantime skips those readers.
+send started in the meantime skips those readers, or stops (:class:`StoreBusy`) when
+the database is still too busy to take them.
 
 The file is locked (``flock``) while a request is added to it or applied ones are
 taken off it, never while the database is waited for; it is removed once everything

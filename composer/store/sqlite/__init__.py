@@ -1,6 +1,7 @@
 """The shipped store: the subscriber list and the delivery record in one SQLite file.
 
-    database.py     every connection's settings, and the schema (MIGRATIONS)
+    database.py     every connection's settings, the schema (MIGRATIONS), write_transaction
+    rows.py         a subscribers row read as a Subscriber, and the bounce the journal writes
     subscribers.py  the list: SqliteSubscriberStore
     deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
 

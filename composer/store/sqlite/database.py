@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from composer.errors import StoreBusy, StoreError
@@ -181,6 +182,29 @@ def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
     )
 
 
+@contextmanager
+def write_transaction(db: sqlite3.Connection, path: Path, outcome: str = "") -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on ``db``, the file at ``path``, rolled back on any
+    exception (a failed ``COMMIT`` included). A write lock another process keeps past the
+    busy timeout is :class:`StoreBusy`, ``outcome`` saying what was written before and
+    what to do (default: nothing, try again)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        raise busy(path, exc, outcome) from exc
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite rolls a transaction back by itself when a write fails at COMMIT (a full
+        # disk); a second ROLLBACK would then fail and hide why.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the file behind ``db`` to the latest schema, one transaction per step, so a
     failed step leaves the previous version; refuse a file from a newer release."""
@@ -188,16 +212,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     # writer: reading the list while another process writes to it stays instant.
     if db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
         return
+    outcome = "it was not brought up to date: try again once it has finished"
     while True:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
-                raise
-            raise busy(
-                path, exc, "it was not brought up to date: try again once it has finished"
-            ) from exc
-        try:
+        with write_transaction(db, path, outcome):
             # Read under the write lock: two processes opening a new file at once must
             # not both run the same step.
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -207,7 +224,6 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                     f" this one knows {len(MIGRATIONS)}); upgrade newsletter"
                 )
             if version == len(MIGRATIONS):
-                db.execute("COMMIT")
                 return
             step = MIGRATIONS[version]
             note = ""
@@ -217,11 +233,6 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             else:
                 note = step(db)
             db.execute(f"PRAGMA user_version = {version + 1}")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         if note:
             log.warning("%s: %s", path, note)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from composer.errors import DispatchLocked, JournalError
+from composer.errors import DispatchLocked, JournalError, StoreBusy
 from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
@@ -43,12 +43,8 @@ from composer.store.deliveries import (
     lock_is_stale,
     still_to_send,
 )
-from composer.store.sqlite.database import busy, connect, now_text
-from composer.store.sqlite.subscribers import (
-    SUBSCRIBER_COLUMNS,
-    mark_bounced,
-    subscriber_from_row,
-)
+from composer.store.sqlite.database import connect, now_text, write_transaction
+from composer.store.sqlite.rows import SUBSCRIBER_COLUMNS, mark_bounced, subscriber_from_row
 
 # A database held by another writer is waited for this long before giving up.
 BUSY_TIMEOUT_MS = 10_000
@@ -71,10 +67,19 @@ ON CONFLICT (issue, subscriber_id) DO UPDATE SET
 _UPSERT_WITH_MESSAGE_ID = _UPSERT.rstrip() + ",\n    message_id = excluded.message_id\n"
 _MESSAGE_ID = 8  # its place in a row of _UPSERT
 _DELIVERY_COLUMNS = (
-    "d.issue, d.subscriber_id, d.email, d.state, d.attempts, d.code, d.reply, d.retryable,"
-    " d.message_id, d.updated_at"
+    "issue",
+    "subscriber_id",
+    "email",
+    "state",
+    "attempts",
+    "code",
+    "reply",
+    "retryable",
+    "message_id",
+    "updated_at",
 )
-_SUBSCRIBER_COLUMNS = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS.split(", "))
+_DELIVERY_SELECT = ", ".join(f"d.{name}" for name in _DELIVERY_COLUMNS)
+_SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
 
 
 class SqliteDispatchJournal:
@@ -82,11 +87,11 @@ class SqliteDispatchJournal:
     :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date.
     ``identity``, when given, is recorded with the dispatch when the lock is taken."""
 
-    def __init__(self, path: Path, issue: str, identity: IssueIdentity | None = None) -> None:
+    def __init__(self, path: Path, key: str, identity: IssueIdentity | None = None) -> None:
         self.path = path
-        self.issue = issue
+        self.key = key
         self.identity = identity
-        self.name = identity.slug if identity else issue
+        self.name = identity.slug if identity else key
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
@@ -122,70 +127,73 @@ class SqliteDispatchJournal:
         now = time.time()
         host = socket.gethostname()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:  # busy past busy_timeout: another writer
-            raise busy(self.path, exc) from exc
-        try:
-            holder = self._holder(self._db)
-            if holder is not None and not lock_is_stale(holder, now, host):
-                raise DispatchLocked(
-                    f"{self.name} is already being sent by process {holder.pid} on"
-                    f" {holder.host}; wait for it to finish (or stop it), then run the same"
-                    " command again"
-                )
-            self._db.execute(
-                "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (self.issue, self.owner, host, os.getpid(), now),
-            )
-            stamp = now_text()
-            self._db.execute(
-                "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
-                " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
-                " last_run_at = excluded.last_run_at",
-                (self.issue, segment, stamp, stamp, self.issue),
-            )
-            if self.identity is not None:
-                self._db.execute(
-                    "UPDATE dispatches SET slug = ?, issue_id = ?, content_digest = ?"
-                    " WHERE issue = ?",
-                    (
-                        self.identity.slug,
-                        self.identity.id or None,
-                        self.identity.content,
-                        self.issue,
-                    ),
-                )
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            _rollback(self._db)
-            if isinstance(exc, sqlite3.Error):
-                raise JournalError(
-                    f"{self.path}: cannot start the dispatch ({exc}); nothing was sent. Free"
-                    " disk space (or fix what the error names), then run the same command"
-                ) from exc
-            raise
+            with write_transaction(self._db, self.path):
+                self._take_lock(segment, host, now)
+        except sqlite3.Error as exc:
+            raise JournalError(
+                f"{self.path}: cannot start the dispatch ({exc}); nothing was sent. Free"
+                " disk space (or fix what the error names), then run the same command"
+            ) from exc
         self._locked = True
         self._last_heartbeat = now
+
+    def _take_lock(self, segment: Segment, host: str, now: float) -> None:
+        """Inside the caller's transaction: refuse a live holder, then record this
+        process as the holder and the dispatch as run now."""
+        holder = self._holder(self._db)
+        if holder is not None and not lock_is_stale(holder, now, host):
+            raise DispatchLocked(
+                f"{self.name} is already being sent by process {holder.pid} on"
+                f" {holder.host}; wait for it to finish (or stop it), then run the same"
+                " command again"
+            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (self.key, self.owner, host, os.getpid(), now),
+        )
+        stamp = now_text()
+        self._db.execute(
+            "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
+            " (?, ?, ?, ?, ?) ON CONFLICT (issue) DO UPDATE SET segment = excluded.segment,"
+            " last_run_at = excluded.last_run_at",
+            (self.key, segment, stamp, stamp, self.key),
+        )
+        if self.identity is not None:
+            self._db.execute(
+                "UPDATE dispatches SET slug = ?, issue_id = ?, content_digest = ? WHERE issue = ?",
+                (
+                    self.identity.slug,
+                    self.identity.id or None,
+                    self.identity.content,
+                    self.key,
+                ),
+            )
 
     def release(self, result: str = "") -> None:
         """Give the lock back, noting how the run ended; tried once (a lock that cannot
         be deleted goes stale when this process ends)."""
         self._locked = False
+        outcome = (
+            f"the dispatch lock of {self.key} was not released: it is free once this"
+            " process has ended"
+        )
         try:
-            with _transaction(self._db):
+            with write_transaction(self._db, self.path, outcome):
                 self._db.execute(
                     "DELETE FROM dispatch_locks WHERE issue = ? AND owner = ?",
-                    (self.issue, self.owner),
+                    (self.key, self.owner),
                 )
                 if result:
                     self._db.execute(
                         "UPDATE dispatches SET last_result = ? WHERE issue = ?",
-                        (result, self.issue),
+                        (result, self.key),
                     )
+        except StoreBusy as exc:
+            raise JournalError(exc.message) from exc
         except sqlite3.Error as exc:
             raise JournalError(
-                f"{self.path}: cannot release the dispatch lock of {self.issue} ({exc});"
+                f"{self.path}: cannot release the dispatch lock of {self.key} ({exc});"
                 " it is free once this process has ended"
             ) from exc
 
@@ -198,32 +206,57 @@ class SqliteDispatchJournal:
         page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` still to send to, a page at a time."""
-        tiers = segment_tiers(segment)
+        where, params = self._to_send(segment, retry_failed, include_unknown)
         query = (
-            "SELECT s.id, s.email, s.key, s.name, s.tier, d.state, d.retryable"
-            " FROM subscribers AS s LEFT JOIN deliveries AS d"
-            " ON d.issue = ? AND d.subscriber_id = s.id"
-            f" WHERE s.status = 'active' AND s.tier IN ({','.join('?' * len(tiers))})"
-            " AND s.id > ? ORDER BY s.id LIMIT ?"
+            "SELECT s.id, s.email, s.key, s.name, s.tier FROM subscribers AS s"
+            " LEFT JOIN deliveries AS d ON d.issue = ? AND d.subscriber_id = s.id"
+            f" WHERE {where} AND s.id > ? ORDER BY s.id LIMIT ?"
         )
         last = 0
         while True:
             # Each page is its own short read, so a long dispatch never pins a snapshot
             # and writers (the unsubscribe server, this journal) are never blocked by it.
-            rows = self._reads.execute(query, (self.issue, *tiers, last, page_size)).fetchall()
-            for sid, email, key, name, tier, state, retryable in rows:
-                if still_to_send(
-                    state,
-                    bool(retryable),
-                    retry_failed=retry_failed,
-                    include_unknown=include_unknown,
-                ):
-                    yield Recipient(
-                        email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
-                    )
+            rows = self._reads.execute(query, (self.key, *params, last, page_size)).fetchall()
+            for sid, email, key, name, tier in rows:
+                yield Recipient(
+                    email=email, tier=cast(Tier, tier), name=name, key=key, subscriber_id=sid
+                )
             if len(rows) < page_size:
                 return
             last = rows[-1][0]
+
+    def count_to_send(
+        self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
+    ) -> int:
+        """How many recipients :meth:`recipients` would yield now, counted in SQL."""
+        where, params = self._to_send(segment, retry_failed, include_unknown)
+        query = (
+            "SELECT count(*) FROM subscribers AS s LEFT JOIN deliveries AS d"
+            f" ON d.issue = ? AND d.subscriber_id = s.id WHERE {where}"
+        )
+        return int(self._reads.execute(query, (self.key, *params)).fetchone()[0])
+
+    @staticmethod
+    def _to_send(
+        segment: Segment, retry_failed: bool, include_unknown: bool
+    ) -> tuple[str, tuple[str, ...]]:
+        """The condition on ``s`` (subscribers) and ``d`` (their delivery, if any) that
+        keeps the active subscribers of ``segment`` :func:`still_to_send` says to send
+        to, and its parameters; the states are read from that function, so the rules
+        stay spelled once."""
+        rules = {"retry_failed": retry_failed, "include_unknown": include_unknown}
+        assert still_to_send(None, False, **rules), "never attempted is always sent"
+        always = tuple(state for state in STATES if still_to_send(state, False, **rules))
+        if_retryable = tuple(
+            state for state in STATES if state not in always and still_to_send(state, True, **rules)
+        )
+        tiers = segment_tiers(segment)
+        where = (
+            f"s.status = 'active' AND s.tier IN ({_marks(tiers)}) AND (d.state IS NULL"
+            f" OR d.state IN ({_marks(always)})"
+            f" OR (d.retryable AND d.state IN ({_marks(if_retryable)})))"
+        )
+        return where, (*tiers, *always, *if_retryable)
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, marking bounced subscribers bounced."""
@@ -234,7 +267,7 @@ class SqliteDispatchJournal:
             recipient = outcome.recipient
             rows.append(
                 (
-                    self.issue,
+                    self.key,
                     recipient.journal_id,
                     recipient.email,
                     outcome.state,
@@ -250,6 +283,8 @@ class SqliteDispatchJournal:
                 bounces.append((recipient.key, bounce_reason(self.name, outcome)))
         try:
             self._write(rows, bounces, time.time())
+        except StoreBusy as exc:
+            raise JournalError(exc.message) from exc
         except sqlite3.Error as exc:
             self._make_room()
             raise JournalError(f"{self.path}: cannot record the dispatch ({exc})") from exc
@@ -265,7 +300,8 @@ class SqliteDispatchJournal:
     def _write(
         self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now: float
     ) -> None:
-        with _transaction(self._db):
+        outcome = "the outcomes since the last commit were not recorded"
+        with write_transaction(self._db, self.path, outcome):
             # Runs in order, so a reader's later outcome in the same commit still wins.
             for with_id, run in groupby(rows, key=lambda row: row[_MESSAGE_ID] is not None):
                 self._db.executemany(_UPSERT_WITH_MESSAGE_ID if with_id else _UPSERT, run)
@@ -274,7 +310,7 @@ class SqliteDispatchJournal:
             if self._locked and now - self._last_heartbeat > HEARTBEAT_SECONDS:
                 self._db.execute(
                     "UPDATE dispatch_locks SET heartbeat_at = ? WHERE issue = ? AND owner = ?",
-                    (now, self.issue, self.owner),
+                    (now, self.key, self.owner),
                 )
                 self._last_heartbeat = now
 
@@ -282,11 +318,11 @@ class SqliteDispatchJournal:
         """Counts, what is left, and the failures of this issue's dispatch."""
         counts: dict[State, int] = dict.fromkeys(STATES, 0)
         for state, count in self._reads.execute(
-            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (self.issue,)
+            "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (self.key,)
         ):
             counts[cast(State, state)] = count
         row = self._reads.execute(
-            "SELECT segment, last_result FROM dispatches WHERE issue = ?", (self.issue,)
+            "SELECT segment, last_result FROM dispatches WHERE issue = ?", (self.key,)
         ).fetchone()
         segment = cast(Segment, row[0]) if row else None
         not_attempted = 0
@@ -296,14 +332,14 @@ class SqliteDispatchJournal:
                 "SELECT count(*) FROM subscribers AS s WHERE s.status = 'active' AND s.tier IN"
                 f" ({','.join('?' * len(tiers))}) AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
                 " WHERE d.issue = ? AND d.subscriber_id = s.id)",
-                (*tiers, self.issue),
+                (*tiers, self.key),
             ).fetchone()[0]
         failures = [
             _delivery(row)
             for row in self._reads.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d WHERE d.issue = ? AND"
+                f"SELECT {_DELIVERY_SELECT} FROM deliveries AS d WHERE d.issue = ? AND"
                 " d.state IN ('failed', 'deferred', 'unknown') ORDER BY d.state, d.subscriber_id",
-                (self.issue,),
+                (self.key,),
             )
         ]
         holder = self._holder(self._reads)
@@ -322,7 +358,7 @@ class SqliteDispatchJournal:
 
     def _holder(self, db: sqlite3.Connection) -> LockHolder | None:
         row = db.execute(
-            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.issue,)
+            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = ?", (self.key,)
         ).fetchone()
         return LockHolder(host=row[0], pid=row[1], heartbeat_at=row[2]) if row else None
 
@@ -356,14 +392,14 @@ def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | N
     """The delivery whose copy had ``message_id``, with its subscriber (the latest, should
     two issues' copies ever share one)."""
     row = db.execute(
-        f"SELECT {_DELIVERY_COLUMNS}, {_SUBSCRIBER_COLUMNS} FROM deliveries AS d"
+        f"SELECT {_DELIVERY_SELECT}, {_SUBSCRIBER_SELECT} FROM deliveries AS d"
         " JOIN subscribers AS s ON s.id = d.subscriber_id WHERE d.message_id = ?"
         " ORDER BY d.updated_at DESC LIMIT 1",
         (message_id,),
     ).fetchone()
     if row is None:
         return None
-    width = len(_DELIVERY_COLUMNS.split(","))
+    width = len(_DELIVERY_COLUMNS)
     return TracedDelivery(
         delivery=_delivery(row[:width]), subscriber=subscriber_from_row(row[width:])
     )
@@ -385,34 +421,6 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     )
 
 
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (a failed
-    ``COMMIT`` included)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error:
-                _rollback(self.db)
-                raise
-        else:
-            _rollback(self.db)
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    # SQLite rolls a transaction back by itself when a write fails at COMMIT (a full
-    # disk); a second ROLLBACK would then fail and hide why.
-    if db.in_transaction:
-        db.execute("ROLLBACK")
+def _marks(values: tuple[str, ...]) -> str:
+    """As many ``?`` as ``values``, comma-separated (none: an empty SQL list)."""
+    return ",".join("?" * len(values))

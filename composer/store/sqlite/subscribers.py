@@ -6,7 +6,6 @@ the delivery record of each issue is :mod:`composer.store.sqlite.deliveries`'.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -15,7 +14,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from composer.errors import StoreError
-from composer.model import Tier
 from composer.store import (
     STATUSES,
     Change,
@@ -29,20 +27,19 @@ from composer.store import (
     segment_tiers,
 )
 from composer.store.sqlite.database import (
-    busy,
     connect,
-    is_busy,
     migrate,
     moment_text,
     now_text,
     unusable,
+    write_transaction,
 )
+from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
+from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
-    from composer.store.sqlite.deliveries import SqliteDispatchJournal
 
-SUBSCRIBER_COLUMNS = "id, email, key, name, tier, tags, status, status_changed_at, status_reason"
 _INSERT = (
     "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
     " status_reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -88,7 +85,7 @@ class SqliteSubscriberStore:
     def get(self, key: str) -> Subscriber | None:
         """The subscriber with normalised address ``key``, or None."""
         row = self._db.execute(
-            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key = ?", (key,)
+            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key = ?", (key,)
         ).fetchone()
         return subscriber_from_row(row) if row else None
 
@@ -96,15 +93,10 @@ class SqliteSubscriberStore:
         self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
     ) -> tuple[Subscriber, Change]:
         """Add or update one subscriber by the rules in :mod:`composer.store`."""
-        self._begin()
-        try:
+        with write_transaction(self._db, self.path):
             old = self.get(new.key)
             change = classify(old, new, resubscribe=resubscribe)
             self._apply([(old, new, change)], reason or new.status_reason)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         saved = self.get(new.key)
         assert saved is not None
         return saved, change
@@ -120,45 +112,15 @@ class SqliteSubscriberStore:
         saved = 0
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
+            outcome = (
+                f"the import stopped: {saved:,} rows were saved and the rest were not;"
+                " import the same file again once it has finished (the saved rows count"
+                " as unchanged)"
+            )
             try:
-                self._begin(
-                    f"the import stopped: {saved:,} rows were saved and the rest were not;"
-                    " import the same file again once it has finished (the saved rows count"
-                    " as unchanged)"
-                )
-                keys = list({row.key: None for row in batch})
-                marks = ",".join("?" * len(keys))
-                seen = {
-                    key
-                    for (key,) in self._db.execute(
-                        f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
-                    )
-                }
-                fresh: dict[str, NewSubscriber] = {}
-                for row in batch:
-                    if row.key in seen or row.key in fresh:
-                        counts["duplicates"] += 1
-                    else:
-                        fresh[row.key] = row
-                self._db.executemany(
-                    "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
-                )
-                existing = {
-                    row[2]: subscriber_from_row(row)
-                    for row in self._db.execute(
-                        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE key IN ({marks})", keys
-                    )
-                }
-                plan = []
-                for key, new in fresh.items():
-                    old = existing.get(key)
-                    change = classify(old, new, resubscribe=False)
-                    counts[change] += 1
-                    plan.append((old, new, change))
-                self._apply(plan, "imported")
-                self._db.execute("COMMIT")
+                with write_transaction(self._db, self.path, outcome):
+                    self._import_batch(batch, counts)
             except sqlite3.OperationalError as exc:
-                self._rollback()
                 if not _out_of_disk(exc):
                     raise
                 raise StoreError(
@@ -166,28 +128,44 @@ class SqliteSubscriberStore:
                     f" {saved:,} rows were saved and the rest were not: free some disk space"
                     " and import the same file again (the saved rows count as unchanged)"
                 ) from exc
-            except BaseException:
-                self._rollback()
-                raise
             saved += len(batch)
         self._db.execute("DELETE FROM temp.import_seen")
         return ImportCounts(**counts)
 
-    def _begin(self, outcome: str = "") -> None:
-        """Start a write transaction; a lock another process keeps past the wait is
-        :class:`StoreBusy`, ``outcome`` saying what was written before (default: nothing)."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
-                raise
-            raise busy(self.path, exc, outcome) from exc
-
-    def _rollback(self) -> None:
-        # SQLite rolls a transaction back by itself when a write fails at COMMIT (a
-        # full disk); a second ROLLBACK would then fail and hide why.
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    def _import_batch(self, batch: list[NewSubscriber], counts: dict[str, int]) -> None:
+        """Save one batch of an import inside the caller's transaction, adding what each
+        row did to ``counts``."""
+        keys = list({row.key: None for row in batch})
+        marks = ",".join("?" * len(keys))
+        seen = {
+            key
+            for (key,) in self._db.execute(
+                f"SELECT key FROM temp.import_seen WHERE key IN ({marks})", keys
+            )
+        }
+        fresh: dict[str, NewSubscriber] = {}
+        for row in batch:
+            if row.key in seen or row.key in fresh:
+                counts["duplicates"] += 1
+            else:
+                fresh[row.key] = row
+        self._db.executemany(
+            "INSERT INTO temp.import_seen (key) VALUES (?)", ((key,) for key in fresh)
+        )
+        existing = {
+            row[2]: subscriber_from_row(row)
+            for row in self._db.execute(
+                f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key IN ({marks})",
+                keys,
+            )
+        }
+        plan = []
+        for key, new in fresh.items():
+            old = existing.get(key)
+            change = classify(old, new, resubscribe=False)
+            counts[change] += 1
+            plan.append((old, new, change))
+        self._apply(plan, "imported")
 
     def _apply(
         self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
@@ -232,17 +210,12 @@ class SqliteSubscriberStore:
         """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown."""
         if status not in get_args(InactiveStatus):
             raise ValueError(f"mark_status cannot set {status!r}; resubscribe with save()")
-        self._begin()
-        try:
+        with write_transaction(self._db, self.path):
             self._db.execute(
                 "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
                 " WHERE key = ? AND status != ?",
                 (status, now_text(), reason, key, status),
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
         return self.get(key)
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
@@ -259,7 +232,7 @@ class SqliteSubscriberStore:
 
     def _pages(self, where: str, params: tuple[Any, ...], batch_size: int) -> Iterator[Subscriber]:
         query = (
-            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} AND id > ?"
+            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE {where} AND id > ?"
             " ORDER BY id LIMIT ?"
         )
         last = 0
@@ -289,56 +262,20 @@ class SqliteSubscriberStore:
             counts[cast(Status, status)] = count
         return counts
 
-    def deliveries(
-        self, issue: str, identity: IssueIdentity | None = None
-    ) -> SqliteDispatchJournal:
-        """The delivery record and dispatch lock of ``issue``, on connections of its own."""
-        # Imported here: the delivery record builds on this module (rows, bounces).
-        from composer.store.sqlite.deliveries import SqliteDispatchJournal
-
-        return SqliteDispatchJournal(self.path, issue, identity)
+    def deliveries(self, key: str, identity: IssueIdentity | None = None) -> SqliteDispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``key``, on
+        connections of its own."""
+        return SqliteDispatchJournal(self.path, key, identity)
 
     def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
         """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
-        from composer.store.sqlite.deliveries import find_dispatches
-
         return find_dispatches(self._db, issue)
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
-        from composer.store.sqlite.deliveries import find_delivery
-
         return find_delivery(self._db, message_id)
-
-
-def mark_bounced(db: sqlite3.Connection, bounces: Iterable[tuple[str, str]]) -> None:
-    """Mark each ``(key, reason)`` subscriber bounced on ``db``, inside the caller's
-    transaction: the delivery record holds a 5.1.x reply and the bounce atomically.
-    Only an active subscriber moves: an unsubscribe stays an unsubscribe."""
-    now = now_text()
-    db.executemany(
-        "UPDATE subscribers SET status = 'bounced', status_changed_at = ?, status_reason = ?"
-        " WHERE key = ? AND status = 'active'",
-        ((now, reason, key) for key, reason in bounces),
-    )
 
 
 def _out_of_disk(exc: sqlite3.Error) -> bool:
     # A full disk is SQLITE_FULL; a file-size limit or quota surfaces as a failed write.
     return exc.sqlite_errorname == "SQLITE_FULL" or exc.sqlite_errorname.startswith("SQLITE_IOERR")
-
-
-def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:
-    """The subscriber in a row of :data:`SUBSCRIBER_COLUMNS`."""
-    id_, email, key, name, tier, tags, status, changed_at, reason = row
-    return Subscriber(
-        id=id_,
-        email=email,
-        key=key,
-        name=name,
-        tier=cast(Tier, tier),
-        tags=tuple(tags.split(";")) if tags else (),
-        status=cast(Status, status),
-        status_changed_at=dt.datetime.fromisoformat(changed_at),
-        status_reason=reason,
-    )
