@@ -48,6 +48,29 @@ def as_tier(value: str) -> Tier:
     return value
 
 
+def port_option(default: int | None, help: str) -> Callable[[F], F]:
+    """A ``--port`` option that refuses numbers no port has, before any socket sees them."""
+    return click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def folder_option(name: str, dest: str, default: str, help: str) -> Callable[[F], F]:
+    """A ``--dir``/``--out`` option naming a folder, ``default`` unless given."""
+    return click.option(
+        name,
+        dest,
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
 def as_segment(value: str) -> Segment:
     """The segment click has already checked against ``--segment``'s choices."""
     segments: dict[str, Segment] = {"free": "free", "paid": "paid", "all": "all"}
