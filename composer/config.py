@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from composer.errors import ConfigError
 from composer.model import LANGUAGE_TAG
@@ -25,6 +25,9 @@ DEFAULT_PATH = Path("config.toml")
 # otherwise; a file there overrides the default of the same name.
 TEMPLATES_FOLDER = "templates"
 DEFAULT_LANG = "en"
+# How the connection to [smtp] host is secured.
+Security = Literal["none", "starttls", "tls"]
+SECURITY_MODES: tuple[Security, ...] = get_args(Security)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class NewsletterSettings:
 class SmtpSettings:
     host: str
     port: int
-    security: str
+    security: Security
     username: str
     password_env: str
     timeout: float
@@ -107,8 +110,6 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "database": (str, "subscribers.db"),
     },
 }
-
-SECURITY_MODES = ("none", "starttls", "tls")
 
 
 def load_config(path: Path = DEFAULT_PATH) -> Config:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from composer.cli.options import (
+    SEGMENTS,
     as_segment,
     as_tier,
     config_option,
@@ -66,7 +67,7 @@ def send_test_command(
 @issue_argument
 @click.option(
     "--segment",
-    type=click.Choice(["free", "paid", "all"]),
+    type=click.Choice(SEGMENTS),
     default="all",
     show_default=True,
     help="Which subscribers: free ones get the free edition, paid ones the full issue.",

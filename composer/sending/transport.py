@@ -16,7 +16,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from composer.config import SmtpSettings, is_loopback
+from composer.config import Security, SmtpSettings, is_loopback
 from composer.errors import (
     END_OF_DATA,
     SendError,
@@ -60,10 +60,12 @@ class Transport(Protocol):
         ...
 
 
+_SECURITY_NAMES: dict[Security, str] = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}
+
+
 def describe_server(settings: SmtpSettings) -> str:
     """The ``[smtp]`` server as messages name it: ``host:port`` and how it is secured."""
-    security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
-    return f"{settings.host}:{settings.port}{security}"
+    return f"{settings.host}:{settings.port}{_SECURITY_NAMES[settings.security]}"
 
 
 # The login mechanisms tried, in this order of preference; only the first one offered
