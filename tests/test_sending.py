@@ -863,6 +863,22 @@ def test_a_test_goes_to_the_given_addresses_else_to_test_recipients(config):
     assert addresses_for_test(config) == ("editor@example.com",)
 
 
+def test_a_test_goes_to_each_reader_once_in_the_spelling_first_given(config):
+    # Twice in a dispatch, one reader's two deferred copies would share one retry slot.
+    given = ["Ed@example.org", "me@example.org", "ed@example.org", "ED@EXAMPLE.ORG"]
+    assert addresses_for_test(config, given) == ("Ed@example.org", "me@example.org")
+
+
+def test_an_address_given_twice_in_any_case_gets_one_test_copy(send_config, smtp):
+    result = CliRunner().invoke(
+        cli,
+        ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--to", "me@example.org",
+         "--to", "ed@example.org", "--to", "ED@example.org", "--config", str(send_config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert smtp.received() == {"ed@example.org": 1, "me@example.org": 1}
+
+
 def test_send_test_with_no_address_anywhere_is_one_line_naming_the_setting(send_config, smtp):
     text = send_config.read_text(encoding="utf-8")
     send_config.write_text(text.replace('["editor@example.com"]', "[]"), encoding="utf-8")
