@@ -542,6 +542,16 @@ def test_a_login_in_clear_to_a_server_off_this_machine_is_refused_unless_allowed
         assert not load_config(send_config).smtp.allow_insecure_auth, values
 
 
+def test_a_transport_refuses_a_login_in_clear_even_from_settings_never_loaded(send_config):
+    settings = dataclasses.replace(
+        load_config(send_config).smtp, host="smtp.example.net", username="editor"
+    )
+    with pytest.raises(SmtpAuthError, match="password would cross the network"):
+        SmtpTransport(settings, "sesame")
+    SmtpTransport(dataclasses.replace(settings, allow_insecure_auth=True), "sesame")
+    SmtpTransport(dataclasses.replace(settings, host="127.0.0.1"), "sesame")
+
+
 def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(send_config, smtp):
     with_smtp(send_config, security='"starttls"')
     subscribe(send_config, 2)

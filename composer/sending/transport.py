@@ -16,7 +16,13 @@ from typing import Protocol
 
 import aiosmtplib
 
-from composer.config import Security, SmtpSettings, is_loopback
+from composer.config import (
+    LOGIN_IN_CLEAR,
+    Security,
+    SmtpSettings,
+    is_loopback,
+    login_in_clear,
+)
 from composer.errors import (
     END_OF_DATA,
     SendError,
@@ -88,6 +94,11 @@ class SmtpTransport:
             else None
         )
         self.description = describe_server(settings)
+        # Checked when the config is loaded too; settings can be built without loading.
+        if login_in_clear(
+            settings.host, settings.security, settings.username, settings.allow_insecure_auth
+        ):
+            raise SmtpAuthError(LOGIN_IN_CLEAR.format(host=settings.host))
         if settings.username and not password:
             raise SmtpAuthError(
                 f"[smtp] username is set but ${settings.password_env} is empty;"
