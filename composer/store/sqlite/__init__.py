@@ -3,6 +3,7 @@
     database.py     every connection's settings, and the schema (MIGRATIONS)
     subscribers.py  the list: SqliteSubscriberStore
     deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
+    case_duplicates.py  the migration merging rows whose addresses differ only in case
 
 Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``
 imports it.
