@@ -1,6 +1,6 @@
 # `make demo` runs the main job on the shipped settings; `make test` runs every check;
 # `make install-check` walks a user's first steps from a wheel in a fresh environment.
-# Both create the virtual environment they need; nothing but Python 3.11+ and make is assumed.
+# Each creates the virtual environment it needs; nothing but Python 3.11+ and make is assumed.
 
 PYTHON ?= python3
 VENV := .venv

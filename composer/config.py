@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from composer.errors import ConfigError
 from composer.model import LANGUAGE_TAG
@@ -25,6 +25,9 @@ DEFAULT_PATH = Path("config.toml")
 # otherwise; a file there overrides the default of the same name.
 TEMPLATES_FOLDER = "templates"
 DEFAULT_LANG = "en"
+# How the connection to [smtp] host is secured.
+Security = Literal["none", "starttls", "tls"]
+SECURITY_MODES: tuple[Security, ...] = get_args(Security)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class NewsletterSettings:
 class SmtpSettings:
     host: str
     port: int
-    security: str
+    security: Security
     username: str
     password_env: str
     timeout: float
@@ -107,8 +110,6 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "database": (str, "subscribers.db"),
     },
 }
-
-SECURITY_MODES = ("none", "starttls", "tls")
 
 
 def load_config(path: Path = DEFAULT_PATH) -> Config:
@@ -194,13 +195,10 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     )
     check(isinstance(smtp["port"], int) and 0 < smtp["port"] < 65536, "[smtp] port out of range")
     check(
-        smtp["security"] != "none"
-        or not smtp["username"]
-        or is_loopback(smtp["host"])
-        or smtp["allow_insecure_auth"],
-        f'[smtp] username is set and security is "none": the password would cross the'
-        f' network to {smtp["host"]} in clear; set security = "starttls" or "tls"'
-        " (or allow_insecure_auth = true on a network you trust)",
+        not login_in_clear(
+            smtp["host"], smtp["security"], smtp["username"], smtp["allow_insecure_auth"]
+        ),
+        LOGIN_IN_CLEAR.format(host=smtp["host"]),
     )
     ca_file = root / smtp["ca_file"] if smtp["ca_file"] else None
     if ca_file is not None:
@@ -257,6 +255,21 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             max_attempts=send["max_attempts"],
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
+    )
+
+
+LOGIN_IN_CLEAR = (
+    '[smtp] username is set and security is "none": the password would cross the'
+    ' network to {host} in clear; set security = "starttls" or "tls"'
+    " (or allow_insecure_auth = true on a network you trust)"
+)
+
+
+def login_in_clear(host: str, security: str, username: str, allow_insecure_auth: bool) -> bool:
+    """Whether logging in would send the password unencrypted to a server off this
+    machine, without ``allow_insecure_auth`` saying that network is trusted."""
+    return (
+        security == "none" and bool(username) and not is_loopback(host) and not allow_insecure_auth
     )
 
 

@@ -190,3 +190,12 @@ def test_a_sender_whose_name_before_the_at_is_not_ascii_is_one_config_line(
         " (every server can take it): 'China Boss News <nachrichten-ü@example.com>'"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["preview", str(EXAMPLE_MD), "--no-open"], ["outbox"], ["serve"]]
+)
+def test_a_port_no_machine_has_is_a_usage_error_not_a_traceback(run_cli, command):
+    result = run_cli(*command, "--port", "99999")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--port': 99999 is not in the range 0<=x<=65535." in result.output

@@ -161,3 +161,29 @@ def test_a_new_block_kind_is_one_file_in_the_newsletters_templates(
     built = run_cli("build", issue, "--out", tmp_path / "out")
     assert built.exit_code == 0, built.output
     assert "Quoted: " in (tmp_path / "out" / "issue.html").read_text(encoding="utf-8")
+
+
+def test_init_below_a_file_is_one_line_naming_the_path_not_a_traceback(tmp_path):
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "afile" / "sub")])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"Error: cannot start a newsletter in {tmp_path / 'afile' / 'sub'}"
+        f" (Not a directory: {tmp_path / 'afile' / 'sub'}); init a folder you can write to,"
+        " not a file or a path through one"
+    ]
+
+
+def test_templates_copy_into_a_templates_setting_that_is_a_file_is_one_line(tmp_path, config_path):
+    (tmp_path / "mine").write_text("", encoding="utf-8")
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace("[newsletter]\n", '[newsletter]\ntemplates = "mine"\n', 1), encoding="utf-8"
+    )
+    result = CliRunner().invoke(cli, ["templates", "copy", "news", "--config", str(config_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"Error: cannot copy blocks/news.mjml.j2 into {tmp_path / 'mine'} (Not a directory:"
+        f" {tmp_path / 'mine' / 'blocks'}); point [newsletter] templates at a folder you can"
+        " write to, not a file"
+    ]

@@ -522,6 +522,16 @@ def test_a_login_in_clear_to_a_server_off_this_machine_is_refused_unless_allowed
         assert not load_config(send_config).smtp.allow_insecure_auth, values
 
 
+def test_a_transport_refuses_a_login_in_clear_even_from_settings_never_loaded(send_config):
+    settings = dataclasses.replace(
+        load_config(send_config).smtp, host="smtp.example.net", username="editor"
+    )
+    with pytest.raises(SmtpAuthError, match="password would cross the network"):
+        SmtpTransport(settings, "sesame")
+    SmtpTransport(dataclasses.replace(settings, allow_insecure_auth=True), "sesame")
+    SmtpTransport(dataclasses.replace(settings, host="127.0.0.1"), "sesame")
+
+
 def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(send_config, smtp):
     with_smtp(send_config, security='"starttls"')
     subscribe(send_config, 2)
@@ -837,6 +847,22 @@ def test_a_test_copy_with_no_reply_to_its_end_is_reported_unknown_not_failed(sen
 def test_a_test_goes_to_the_given_addresses_else_to_test_recipients(config):
     assert addresses_for_test(config, ["me@example.org"]) == ("me@example.org",)
     assert addresses_for_test(config) == ("editor@example.com",)
+
+
+def test_a_test_goes_to_each_reader_once_in_the_spelling_first_given(config):
+    # Twice in a dispatch, one reader's two deferred copies would share one retry slot.
+    given = ["Ed@example.org", "me@example.org", "ed@example.org", "ED@EXAMPLE.ORG"]
+    assert addresses_for_test(config, given) == ("Ed@example.org", "me@example.org")
+
+
+def test_an_address_given_twice_in_any_case_gets_one_test_copy(send_config, smtp):
+    result = CliRunner().invoke(
+        cli,
+        ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--to", "me@example.org",
+         "--to", "ed@example.org", "--to", "ED@example.org", "--config", str(send_config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert smtp.received() == {"ed@example.org": 1, "me@example.org": 1}
 
 
 def test_send_test_with_no_address_anywhere_is_one_line_naming_the_setting(send_config, smtp):

@@ -5,6 +5,7 @@ security headers."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import shutil
 import socket
@@ -17,10 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Browser
+from starlette.types import Message, Receive, Scope, Send
 
 from composer.config import Config
 from composer.store import NewSubscriber, SubscriberStore
 from composer.unsubscribe import UnsubscribeLinks
+from composer.web.guards import LoopbackHostOnly
 from tests.conftest import EXAMPLE_MD
 from tests.previewing import RunningPreview, copy_example, running_preview
 from tests.smtp_server import SmtpServer
@@ -87,6 +90,31 @@ def test_preview_answers_its_loopback_address_and_localhost(
     state = running.client.get("/state", params={"as": "ann@example.com"}, headers=headers)
     assert state.status_code == 200
     assert state.json()["reader"]["name"] == "Ann Lee"
+
+
+def test_a_websocket_from_a_rebound_name_is_closed_unaccepted_with_policy_violation() -> None:
+    reached: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope)
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/events",
+        "headers": [(b"host", b"attacker.example:8001")],
+        "server": ("127.0.0.1", 8001),
+    }
+    asyncio.run(LoopbackHostOnly(app)(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert reached == []
 
 
 def test_send_test_from_a_rebound_name_is_refused_even_with_a_matching_origin(

@@ -6,20 +6,19 @@ from pathlib import Path
 
 import click
 
-from composer.cli.options import as_tier, config_option, issue_argument, tier_option
+from composer.cli.options import (
+    as_tier,
+    config_option,
+    folder_option,
+    issue_argument,
+    tier_option,
+)
 
 
 @click.command()
 @click.argument("slug", required=False)
 @click.option("--toml", "as_toml", is_flag=True, help="Write the issue as TOML, not Markdown.")
-@click.option(
-    "--dir",
-    "issues_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("issues"),
-    show_default=True,
-    help="Folder to write the issue into.",
-)
+@folder_option("--dir", "issues_dir", "issues", "Folder to write the issue into.")
 @config_option
 def new(slug: str | None, as_toml: bool, issues_dir: Path, config_path: Path) -> None:
     """Scaffold a new issue file under issues/, dated today."""
@@ -32,14 +31,7 @@ def new(slug: str | None, as_toml: bool, issues_dir: Path, config_path: Path) ->
 
 @click.command()
 @issue_argument
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("build"),
-    show_default=True,
-    help="Folder for the .html, .txt, .mjml and .eml files.",
-)
+@folder_option("--out", "out_dir", "build", "Folder for the .html, .txt, .mjml and .eml files.")
 @tier_option
 @config_option
 def build(issue_path: Path, out_dir: Path, tier: str, config_path: Path) -> None:

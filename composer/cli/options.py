@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
 from composer.model import TIERS, Tier
-
-if TYPE_CHECKING:
-    from composer.store import Segment
+from composer.store import Segment
 
 F = TypeVar("F", bound=Callable[..., Any])
+SEGMENTS: tuple[Segment, ...] = get_args(Segment)
 
 
 def config_option(command: F) -> F:
@@ -34,7 +33,7 @@ issue_argument = click.argument(
 )
 tier_option = click.option(
     "--tier",
-    type=click.Choice(["free", "paid"]),
+    type=click.Choice(TIERS),
     default="paid",
     show_default=True,
     help="Compose for free readers (cut at the paywall) or paid readers (everything).",
@@ -48,9 +47,31 @@ def as_tier(value: str) -> Tier:
     return value
 
 
+def port_option(default: int | None, help: str) -> Callable[[F], F]:
+    """A ``--port`` option that refuses numbers no port has, before any socket sees them."""
+    return click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def folder_option(name: str, dest: str, default: str, help: str) -> Callable[[F], F]:
+    """A ``--dir``/``--out`` option naming a folder, ``default`` unless given."""
+    return click.option(
+        name,
+        dest,
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
 def as_segment(value: str) -> Segment:
     """The segment click has already checked against ``--segment``'s choices."""
-    segments: dict[str, Segment] = {"free": "free", "paid": "paid", "all": "all"}
-    if value in segments:
-        return segments[value]
-    raise click.BadParameter(f"unknown segment {value!r}", param_hint="--segment")
+    if value not in SEGMENTS:
+        raise click.BadParameter(f"unknown segment {value!r}", param_hint="--segment")
+    return value

@@ -6,19 +6,21 @@ from pathlib import Path
 
 import click
 
-from composer.cli.options import as_segment, as_tier, config_option, issue_argument, tier_option
+from composer.cli.options import (
+    SEGMENTS,
+    as_segment,
+    as_tier,
+    config_option,
+    folder_option,
+    issue_argument,
+    port_option,
+    tier_option,
+)
 
 
 @click.command()
-@click.option("--port", type=int, help="Port to listen on  [default: [smtp] port]")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("outbox"),
-    show_default=True,
-    help="Folder for the .eml files.",
-)
+@port_option(None, "Port to listen on  [default: [smtp] port]")
+@folder_option("--dir", "directory", "outbox", "Folder for the .eml files.")
 @config_option
 def outbox(port: int | None, directory: Path, config_path: Path) -> None:
     """Run a local SMTP server that stores every message as a .eml file (Ctrl+C to stop)."""
@@ -65,7 +67,7 @@ def send_test_command(
 @issue_argument
 @click.option(
     "--segment",
-    type=click.Choice(["free", "paid", "all"]),
+    type=click.Choice(SEGMENTS),
     default="all",
     show_default=True,
     help="Which subscribers: free ones get the free edition, paid ones the full issue.",

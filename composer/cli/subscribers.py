@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from composer.cli.options import as_tier, config_option
+from composer.model import TIERS
+from composer.store import STATUSES
 
 
 @click.group()
@@ -53,7 +55,7 @@ def import_subscribers(csv_path: Path, check_deliverability: bool, config_path: 
 @click.option("--name", help="The subscriber's name (unchanged if omitted).")
 @click.option(
     "--tier",
-    type=click.Choice(["free", "paid"]),
+    type=click.Choice(TIERS),
     help="free or paid (new subscribers: free; existing ones: unchanged if omitted).",
 )
 @click.option(
@@ -110,7 +112,7 @@ def remove_subscriber_command(email: str, config_path: Path) -> None:
 @subscribers.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["active", "unsubscribed", "bounced", "complained"]),
+    type=click.Choice(STATUSES),
     help="Only subscribers with this status.",
 )
 @config_option

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import click
 
-from composer.cli.options import config_option, issue_argument
+from composer.cli.options import config_option, issue_argument, port_option
 
 
 @click.command()
 @issue_argument
-@click.option(
-    "--port", default=8001, show_default=True, help="Port on 127.0.0.1 (0 picks a free one)."
-)
+@port_option(8001, "Port on 127.0.0.1 (0 picks a free one).")
 @click.option(
     "--open/--no-open",
     "open_browser",
@@ -48,7 +46,7 @@ def preview(
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@port_option(8000, "Port to listen on.")
 @click.option(
     "--issues",
     "issues_dir",

@@ -92,8 +92,16 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
             f" {', '.join(str(path) for path in existing)} already there; nothing was written"
             " (move them away, or init another folder)"
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    for path, text in ((config, CONFIG_TEXT), (gitignore, GITIGNORE_TEXT)):
-        with path.open("x", encoding="utf-8") as file:
-            file.write(text)
-    return NewFolder(config, new_issue(directory / "issues", FIRST_ISSUE, today=date), gitignore)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, text in ((config, CONFIG_TEXT), (gitignore, GITIGNORE_TEXT)):
+            with path.open("x", encoding="utf-8") as file:
+                file.write(text)
+        first = new_issue(directory / "issues", FIRST_ISSUE, today=date)
+    except OSError as exc:  # a file where a folder must be, no permission, a full disk
+        raise NewsletterError(
+            f"cannot start a newsletter in {directory} ({exc.strerror or exc}:"
+            f" {exc.filename or directory}); init a folder you can write to, not a file"
+            " or a path through one"
+        ) from exc
+    return NewFolder(config, first, gitignore)

@@ -131,12 +131,18 @@ def copy_templates(own: Path, names: Sequence[str] = ()) -> CopiedTemplates:
     copied, skipped = [], []
     for name in dict.fromkeys(chosen):
         target = own / name
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("xb") as file:
                 file.write((DEFAULT_TEMPLATES / name).read_bytes())
         except FileExistsError:
             skipped.append(name)
+        except OSError as exc:  # a file where a folder must be, no permission, a full disk
+            raise NewsletterError(
+                f"cannot copy {name} into {own} ({exc.strerror or exc}:"
+                f" {exc.filename or target}); point [newsletter] templates at a folder"
+                " you can write to, not a file"
+            ) from exc
         else:
             copied.append(name)
     return CopiedTemplates(own, tuple(copied), tuple(skipped))

@@ -31,7 +31,7 @@ from composer.sending.dispatch import (
 )
 from composer.sending.personalise import MessageTemplate, PersonalCopy
 from composer.sending.transport import SmtpTransport, Transport, describe_server
-from composer.store import Segment, SubscriberStore, open_store, segment_tiers
+from composer.store import Segment, SubscriberStore, address_key, open_store, segment_tiers
 from composer.store.deliveries import (
     DispatchJournal,
     DispatchRecord,
@@ -170,8 +170,13 @@ def send_issue(
 
 
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
-    """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``."""
-    addresses = tuple(to) or config.newsletter.test_recipients
+    """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``; each
+    reader once, in the spelling first given (the same address twice would be one
+    reader twice in the dispatch's bookkeeping)."""
+    unique: dict[str, str] = {}
+    for address in tuple(to) or config.newsletter.test_recipients:
+        unique.setdefault(address_key(address), address)
+    addresses = tuple(unique.values())
     if not addresses:
         raise ConfigError(
             f"{config.path}: no test recipients; list them in [newsletter] test_recipients"

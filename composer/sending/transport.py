@@ -16,7 +16,13 @@ from typing import Protocol
 
 import aiosmtplib
 
-from composer.config import SmtpSettings, is_loopback
+from composer.config import (
+    LOGIN_IN_CLEAR,
+    Security,
+    SmtpSettings,
+    is_loopback,
+    login_in_clear,
+)
 from composer.errors import (
     END_OF_DATA,
     SendError,
@@ -60,10 +66,12 @@ class Transport(Protocol):
         ...
 
 
+_SECURITY_NAMES: dict[Security, str] = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}
+
+
 def describe_server(settings: SmtpSettings) -> str:
     """The ``[smtp]`` server as messages name it: ``host:port`` and how it is secured."""
-    security = {"none": "", "starttls": " (STARTTLS)", "tls": " (TLS)"}[settings.security]
-    return f"{settings.host}:{settings.port}{security}"
+    return f"{settings.host}:{settings.port}{_SECURITY_NAMES[settings.security]}"
 
 
 # The login mechanisms tried, in this order of preference; only the first one offered
@@ -86,6 +94,11 @@ class SmtpTransport:
             else None
         )
         self.description = describe_server(settings)
+        # Checked when the config is loaded too; settings can be built without loading.
+        if login_in_clear(
+            settings.host, settings.security, settings.username, settings.allow_insecure_auth
+        ):
+            raise SmtpAuthError(LOGIN_IN_CLEAR.format(host=settings.host))
         if settings.username and not password:
             raise SmtpAuthError(
                 f"[smtp] username is set but ${settings.password_env} is empty;"

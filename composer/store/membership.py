@@ -37,6 +37,16 @@ class AddressChecker:
         return address_key(checked.normalized)
 
 
+def checked_key(email: str, checker: AddressChecker | None = None) -> str:
+    """The key of ``email`` as the editor typed it (surrounding spaces ignored), or
+    :class:`SubscriberError` saying why it is not an address."""
+    email = email.strip()
+    try:
+        return (checker or AddressChecker()).key(email)
+    except AddressRejected as exc:
+        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+
+
 def add_subscriber(
     store: SubscriberStore,
     email: str,
@@ -49,10 +59,7 @@ def add_subscriber(
     """Add ``email`` or update its name and tier; an unsubscribed, bounced or complained
     address is refused unless ``resubscribe`` says the person asked to come back."""
     email = email.strip()
-    try:
-        key = (checker or AddressChecker()).key(email)
-    except AddressRejected as exc:
-        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+    key = checked_key(email, checker)
     new = NewSubscriber(email=email, key=key, name=name, tier=tier)
     reason = "added by the editor" + (" with --resubscribe" if resubscribe else "")
     subscriber, change = store.save(new, resubscribe=resubscribe, reason=reason)
@@ -69,10 +76,7 @@ def remove_subscriber(store: SubscriberStore, email: str) -> tuple[Subscriber, b
     """Unsubscribe ``email`` (the row stays, so no import can bring it back); returns the
     subscriber and whether anything changed (False when it was already inactive)."""
     email = email.strip()
-    try:
-        key = AddressChecker().key(email)
-    except AddressRejected as exc:
-        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+    key = checked_key(email)
     subscriber = store.get(key)
     if subscriber is None:
         raise SubscriberError(f"{email} is not on the list; nothing to remove")

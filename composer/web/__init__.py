@@ -1,1 +1,2 @@
-"""The web side: ``serve`` (unsubscribe links, later the archive) and the live preview."""
+"""The web side: ``serve`` (unsubscribe links, web versions, the archive and its feed),
+the live preview, and the guards around both."""

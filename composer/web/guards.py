@@ -3,10 +3,11 @@ request may name, how large a body may be, and the headers every response carrie
 
 Each wraps a whole app and acts before any route runs, so no route can forget it:
 
-- :class:`LoopbackHostOnly` refuses (403) a request that does not name the loopback
-  address and port the server listens on, or ``localhost`` at that port. A page on a
-  rebound name (attacker.example resolving to 127.0.0.1) is same-origin with itself, so
-  only the Host it sends tells it apart from the preview's own page.
+- :class:`LoopbackHostOnly` refuses (403; a WebSocket is closed with 1008) a request
+  that does not name the loopback address and port the server listens on, or
+  ``localhost`` at that port. A page on a rebound name (attacker.example resolving to
+  127.0.0.1) is same-origin with itself, so only the Host it sends tells it apart from
+  the preview's own page.
 - :class:`BodyLimit` refuses (413) a body over its cap: one announced by Content-Length
   before a byte of it is read, one streamed without a length as soon as the bytes
   received pass the cap. Nothing of it reaches the app; after the answer, at most
@@ -26,6 +27,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+POLICY_VIOLATION = 1008  # the WebSocket close code for a refused connection
 
 
 class LoopbackHostOnly:
@@ -37,6 +39,12 @@ class LoopbackHostOnly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not _names_this_server(scope):
+            if scope["type"] == "websocket":
+                # Closing before accepting is how ASGI refuses a handshake (the server
+                # answers 403); an HTTP response there needs an extension not every
+                # server has.
+                await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+                return
             refusal = PlainTextResponse("this server answers only to 127.0.0.1 and localhost", 403)
             await refusal(scope, receive, send)
             return

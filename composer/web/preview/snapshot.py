@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from composer.composing.check import Finding
 from composer.composing.pipeline import ComposedIssue, generic_unsubscribe_url
 from composer.config import Config
-from composer.errors import AddressRejected, IssueError, NewsletterError, SubscriberError, location
+from composer.errors import IssueError, NewsletterError, SubscriberError, location
 from composer.model import Tier
 from composer.store import Subscriber, open_store
-from composer.store.membership import AddressChecker
+from composer.store.membership import checked_key
 from composer.unsubscribe import UnsubscribeLinks
 
 
@@ -64,10 +64,7 @@ def find_reader(config: Config, email: str) -> Reader:
     # Looking someone up must not leave an empty database behind as a side effect.
     if not database.exists():
         raise SubscriberError(f"no subscriber list yet at {database}; add subscribers first")
-    try:
-        key = AddressChecker().key(email.strip())
-    except AddressRejected as exc:
-        raise SubscriberError(f"{email!r} is not a valid address: {exc.reason}") from exc
+    key = checked_key(email)
     with open_store(config.subscribers) as store:
         subscriber = store.get(key)
     if subscriber is None:
