@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 import itertools
 import os
+import re
 import resource
 import signal
 import socket
@@ -31,8 +32,15 @@ from cryptography.x509.oid import NameOID
 from composer.cli import cli
 from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
+from composer.composing.scaffold import new_issue
 from composer.config import load_config
-from composer.errors import DispatchLocked, JournalError, SmtpAuthError, SmtpConnectError
+from composer.errors import (
+    DispatchLocked,
+    IssueNotReady,
+    JournalError,
+    SmtpAuthError,
+    SmtpConnectError,
+)
 from composer.sending.dispatch import DispatchSettings
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, dispatch_status, send_issue
@@ -548,6 +556,42 @@ def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(
     with pytest.raises(SmtpConnectError, match="STARTTLS"):
         send(send_config)
     assert smtp.handler.attempts.total() == 0
+
+
+def test_send_refuses_an_issue_check_finds_errors_in_unless_skip_check(send_config, smtp, tmp_path):
+    subscribe(send_config, 4)
+    skeleton = new_issue(tmp_path / "issues", "first-issue")  # "TK" for every title and text
+    for flags in (["--yes"], ["--dry-run"]):
+        result = CliRunner().invoke(
+            cli, ["send", str(skeleton), *flags, "--config", str(send_config)]
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {skeleton}: ")
+        assert 'check errors (the first: the title still has a "TK" placeholder' in result.output
+        assert f"fix them (newsletter check {skeleton}) or pass --skip-check" in result.output
+        assert len(result.output.splitlines()) == 1, result.output
+    assert smtp.messages() == []
+    with pytest.raises(IssueNotReady):
+        send_issue(skeleton, load_config(send_config), "all", settings=fast(send_config))
+    assert smtp.messages() == []
+
+    result = CliRunner().invoke(
+        cli, ["send", str(skeleton), "--yes", "--skip-check", "--config", str(send_config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(smtp.messages()) == 4
+
+
+def test_check_warnings_do_not_stop_a_send(send_config, smtp, tmp_path):
+    subscribe(send_config, 2)
+    issue = tmp_path / "short-preheader.md"
+    text = EXAMPLE_MD.read_text(encoding="utf-8")
+    issue.write_text(re.sub(r"(?m)^preheader = .*$", 'preheader = "Short"', text), "utf-8")
+    result = CliRunner().invoke(cli, ["check", str(issue), "--config", str(send_config)])
+    assert result.exit_code == 0 and "warning" in result.output, result.output
+    result = CliRunner().invoke(cli, ["send", str(issue), "--yes", "--config", str(send_config)])
+    assert result.exit_code == 0, result.output
+    assert len(smtp.messages()) == 2
 
 
 def test_dry_run_and_status_need_no_password_and_open_no_connection(send_config, monkeypatch):
