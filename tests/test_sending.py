@@ -917,6 +917,34 @@ def test_send_test_with_no_address_anywhere_is_one_line_naming_the_setting(send_
     assert smtp.handler.attempts.total() == 0
 
 
+@pytest.mark.parametrize("address", ["bad", "Ann <ann@example.com>"])
+def test_send_test_to_an_invalid_address_is_one_line_naming_it_and_sends_nothing(
+    send_config, smtp, address
+):
+    result = CliRunner().invoke(
+        cli,
+        ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--to", address,
+         "--config", str(send_config)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"Error: send-test --to {address!r} is not a valid address: ")
+    assert "such as ann@example.com" in line
+    assert smtp.handler.attempts.total() == 0
+
+
+def test_an_invalid_test_recipient_in_the_config_is_one_line_naming_it(send_config, smtp):
+    text = send_config.read_text(encoding="utf-8")
+    send_config.write_text(
+        text.replace('"editor@example.com"]', '"Ed <ed@example.com>"]'), encoding="utf-8"
+    )
+    result = CliRunner().invoke(cli, ["send-test", str(EXAMPLE_MD), "--config", str(send_config)])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert str(send_config) in line and "test_recipients has 'Ed <ed@example.com>'" in line
+    assert smtp.handler.attempts.total() == 0
+
+
 def test_a_killed_dispatch_resumes_with_no_one_missed_and_at_most_concurrency_duplicates(
     send_config, smtp
 ):

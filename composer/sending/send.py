@@ -21,7 +21,14 @@ from composer.composing.check import check_composed_issue
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
-from composer.errors import AlreadyDispatched, ConfigError, IssueNotReady, JournalError
+from composer.errors import (
+    AddressRejected,
+    AlreadyDispatched,
+    ConfigError,
+    IssueNotReady,
+    JournalError,
+    NewsletterError,
+)
 from composer.model import Issue, Tier
 from composer.sending.dispatch import (
     DispatchReport,
@@ -43,6 +50,7 @@ from composer.store.deliveries import (
     repeated_dispatches,
     resumed_dispatch,
 )
+from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
 
 
@@ -167,13 +175,28 @@ def send_issue(
 
 
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
-    """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``."""
+    """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``; an
+    address that is not a bare, valid one raises before anything is composed or sent."""
     addresses = tuple(to) or config.newsletter.test_recipients
     if not addresses:
         raise ConfigError(
             f"{config.path}: no test recipients; list them in [newsletter] test_recipients"
             " (or give send-test --to ADDRESS)"
         )
+    checker = AddressChecker()
+    for address in addresses:
+        try:
+            checker.key(address)
+        except AddressRejected as exc:
+            if to:
+                raise NewsletterError(
+                    f"send-test --to {address!r} is not a valid address: {exc.reason}"
+                    " Give the bare address, such as ann@example.com"
+                ) from exc
+            raise ConfigError(
+                f"{config.path}: [newsletter] test_recipients has {address!r}, not a valid"
+                f" address: {exc.reason} Give the bare address, such as ann@example.com"
+            ) from exc
     return addresses
 
 
