@@ -192,3 +192,37 @@ def test_a_new_block_kind_is_one_file_in_the_newsletters_templates(
     built = run_cli("build", issue, "--out", tmp_path / "out")
     assert built.exit_code == 0, built.output
     assert "Quoted: " in (tmp_path / "out" / "issue.html").read_text(encoding="utf-8")
+
+
+def test_an_unknown_value_in_a_block_template_names_its_file_line_and_the_block(
+    tmp_path, run_cli, write_issue
+):
+    issue = write_issue(
+        '+++\ntitle = "T"\ndate = 2024-05-03\n+++\n\n## News {.news}\n\n- [A](https://a.example)\n'
+    )
+    news = tmp_path / "templates" / "blocks" / "news.mjml.j2"
+    news.parent.mkdir(parents=True)
+    news.write_text(
+        "<mj-section>\n<mj-column>\n<mj-text>{{ block.nosuch }}</mj-text>\n"
+        "</mj-column>\n</mj-section>\n",
+        encoding="utf-8",
+    )
+    result = run_cli("build", issue, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {news}:3: the template uses an unknown value: block has no 'nosuch'"
+    ]
+
+
+def test_an_unknown_name_in_the_email_template_names_its_file_and_line(
+    tmp_path, run_cli, write_issue
+):
+    issue = write_issue('+++\ntitle = "T"\ndate = 2024-05-03\n+++\n\nHello.\n')
+    assert run_cli("templates", "copy", "email").exit_code == 0
+    email = tmp_path / "templates" / "email.mjml.j2"
+    email.write_text("{{ x }}" + email.read_text(encoding="utf-8"), encoding="utf-8")
+    result = run_cli("build", issue, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {email}:1: the template uses an unknown value: 'x' is undefined"
+    ]
