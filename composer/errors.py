@@ -11,6 +11,7 @@
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
     ├── OutboxError                          the outbox cannot listen on its port
+    ├── IssueNotReady                        exit code 1: ``send`` refused, ``check`` finds errors
     └── SendError                            exit code 1: talking to the SMTP server failed
         ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
         ├── SmtpAuthError                    the server refused the login (535): never retried
@@ -109,6 +110,13 @@ class SecretError(NewsletterError):
 
 class OutboxError(NewsletterError):
     """``newsletter outbox`` cannot listen where it was asked to (port in use, no permission)."""
+
+
+class IssueNotReady(NewsletterError):
+    """``send`` refused the issue: ``newsletter check`` finds errors in it (a "TK" left in,
+    no unsubscribe link…); ``send --skip-check`` sends it all the same."""
+
+    exit_code = 1
 
 
 class SendError(NewsletterError):

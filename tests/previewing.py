@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from composer.web.preview import Preview, PreviewServer, listen
+from composer.web.listen import listen
+from composer.web.preview import Preview, PreviewServer
 from tests.conftest import EXAMPLE_MD, start_in_thread
 
 

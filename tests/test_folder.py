@@ -75,13 +75,35 @@ def test_init_gitignore_keeps_the_secret_the_databases_and_the_output_out(tmp_pa
 
 def test_init_never_overwrites_and_names_every_file_in_the_way(tmp_path):
     (tmp_path / "config.toml").write_text("mine", encoding="utf-8")
-    (tmp_path / ".gitignore").write_text("mine too", encoding="utf-8")
+    first_issue(tmp_path).parent.mkdir()
+    first_issue(tmp_path).write_text("mine too", encoding="utf-8")
+    (tmp_path / ".gitignore").write_text("mine", encoding="utf-8")
     result = newsletter("init", cwd=tmp_path)
     assert result.returncode == 2
-    assert "config.toml" in result.stderr and ".gitignore" in result.stderr
+    assert "config.toml" in result.stderr and "first-issue.md" in result.stderr
     assert "nothing was written" in result.stderr
     assert (tmp_path / "config.toml").read_text(encoding="utf-8") == "mine"
-    assert not (tmp_path / "issues").exists()
+    assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == "mine"
+
+
+def test_init_in_a_git_repository_adds_to_its_gitignore_only_the_lines_it_lacks(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("__pycache__/\nbuild/", encoding="utf-8")
+    result = newsletter("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Added 3 lines to .gitignore (.newsletter-secret, *.db*, outbox/)" in result.stdout
+    lines = (tmp_path / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["__pycache__/", "build/"]
+    assert [line for line in lines if not line.startswith("#")].count("build/") == 1
+    private = [".newsletter-secret", "subscribers.db", "build/first.html", "outbox/1.eml"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *private, "config.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert ignored == private
+    assert first_issue(tmp_path).exists()
 
 
 def test_templates_copy_takes_short_or_full_names_and_never_overwrites(tmp_path, run_cli):
@@ -186,4 +208,38 @@ def test_templates_copy_into_a_templates_setting_that_is_a_file_is_one_line(tmp_
         f"Error: cannot copy blocks/news.mjml.j2 into {tmp_path / 'mine'} (Not a directory:"
         f" {tmp_path / 'mine' / 'blocks'}); point [newsletter] templates at a folder you can"
         " write to, not a file"
+    ]
+
+
+def test_an_unknown_value_in_a_block_template_names_its_file_line_and_the_block(
+    tmp_path, run_cli, write_issue
+):
+    issue = write_issue(
+        '+++\ntitle = "T"\ndate = 2024-05-03\n+++\n\n## News {.news}\n\n- [A](https://a.example)\n'
+    )
+    news = tmp_path / "templates" / "blocks" / "news.mjml.j2"
+    news.parent.mkdir(parents=True)
+    news.write_text(
+        "<mj-section>\n<mj-column>\n<mj-text>{{ block.nosuch }}</mj-text>\n"
+        "</mj-column>\n</mj-section>\n",
+        encoding="utf-8",
+    )
+    result = run_cli("build", issue, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {news}:3: the template uses an unknown value: block has no 'nosuch'"
+    ]
+
+
+def test_an_unknown_name_in_the_email_template_names_its_file_and_line(
+    tmp_path, run_cli, write_issue
+):
+    issue = write_issue('+++\ntitle = "T"\ndate = 2024-05-03\n+++\n\nHello.\n')
+    assert run_cli("templates", "copy", "email").exit_code == 0
+    email = tmp_path / "templates" / "email.mjml.j2"
+    email.write_text("{{ x }}" + email.read_text(encoding="utf-8"), encoding="utf-8")
+    result = run_cli("build", issue, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {email}:1: the template uses an unknown value: 'x' is undefined"
     ]

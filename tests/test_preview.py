@@ -22,7 +22,7 @@ from composer.composing.templates import DEFAULT_TEMPLATES, copy_templates
 from composer.errors import NewsletterError
 from composer.store import NewSubscriber
 from composer.unsubscribe import UnsubscribeLinks
-from composer.web.preview import listen
+from composer.web.listen import listen
 from tests.conftest import EXAMPLE_MD, with_smtp
 from tests.previewing import (
     RunningPreview,

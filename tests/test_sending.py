@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 import itertools
 import os
+import re
 import resource
 import signal
 import socket
@@ -31,8 +32,15 @@ from cryptography.x509.oid import NameOID
 from composer.cli import cli
 from composer.composing.pipeline import compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
+from composer.composing.scaffold import new_issue
 from composer.config import load_config
-from composer.errors import DispatchLocked, JournalError, SmtpAuthError, SmtpConnectError
+from composer.errors import (
+    DispatchLocked,
+    IssueNotReady,
+    JournalError,
+    SmtpAuthError,
+    SmtpConnectError,
+)
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, dispatch_status, send_issue
 from composer.sending.transport import SmtpTransport
@@ -540,6 +548,42 @@ def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(
     assert smtp.handler.attempts.total() == 0
 
 
+def test_send_refuses_an_issue_check_finds_errors_in_unless_skip_check(send_config, smtp, tmp_path):
+    subscribe(send_config, 4)
+    skeleton = new_issue(tmp_path / "issues", "first-issue")  # "TK" for every title and text
+    for flags in (["--yes"], ["--dry-run"]):
+        result = CliRunner().invoke(
+            cli, ["send", str(skeleton), *flags, "--config", str(send_config)]
+        )
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {skeleton}: ")
+        assert 'check errors (the first: the title still has a "TK" placeholder' in result.output
+        assert f"fix them (newsletter check {skeleton}) or pass --skip-check" in result.output
+        assert len(result.output.splitlines()) == 1, result.output
+    assert smtp.messages() == []
+    with pytest.raises(IssueNotReady):
+        send_issue(skeleton, load_config(send_config), "all", settings=fast(send_config))
+    assert smtp.messages() == []
+
+    result = CliRunner().invoke(
+        cli, ["send", str(skeleton), "--yes", "--skip-check", "--config", str(send_config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(smtp.messages()) == 4
+
+
+def test_check_warnings_do_not_stop_a_send(send_config, smtp, tmp_path):
+    subscribe(send_config, 2)
+    issue = tmp_path / "short-preheader.md"
+    text = EXAMPLE_MD.read_text(encoding="utf-8")
+    issue.write_text(re.sub(r"(?m)^preheader = .*$", 'preheader = "Short"', text), "utf-8")
+    result = CliRunner().invoke(cli, ["check", str(issue), "--config", str(send_config)])
+    assert result.exit_code == 0 and "warning" in result.output, result.output
+    result = CliRunner().invoke(cli, ["send", str(issue), "--yes", "--config", str(send_config)])
+    assert result.exit_code == 0, result.output
+    assert len(smtp.messages()) == 2
+
+
 def test_dry_run_and_status_need_no_password_and_open_no_connection(send_config, monkeypatch):
     # A real listening port: a connection would wait in its queue for accept() to find.
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -872,6 +916,34 @@ def test_send_test_with_no_address_anywhere_is_one_line_naming_the_setting(send_
     assert result.exit_code == 2
     [line] = result.output.splitlines()
     assert str(send_config) in line and "[newsletter] test_recipients" in line and "--to" in line
+    assert smtp.handler.attempts.total() == 0
+
+
+@pytest.mark.parametrize("address", ["bad", "Ann <ann@example.com>"])
+def test_send_test_to_an_invalid_address_is_one_line_naming_it_and_sends_nothing(
+    send_config, smtp, address
+):
+    result = CliRunner().invoke(
+        cli,
+        ["send-test", str(EXAMPLE_MD), "--to", "ed@example.org", "--to", address,
+         "--config", str(send_config)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"Error: send-test --to {address!r} is not a valid address: ")
+    assert "such as ann@example.com" in line
+    assert smtp.handler.attempts.total() == 0
+
+
+def test_an_invalid_test_recipient_in_the_config_is_one_line_naming_it(send_config, smtp):
+    text = send_config.read_text(encoding="utf-8")
+    send_config.write_text(
+        text.replace('"editor@example.com"]', '"Ed <ed@example.com>"]'), encoding="utf-8"
+    )
+    result = CliRunner().invoke(cli, ["send-test", str(EXAMPLE_MD), "--config", str(send_config)])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert str(send_config) in line and "test_recipients has 'Ed <ed@example.com>'" in line
     assert smtp.handler.attempts.total() == 0
 
 

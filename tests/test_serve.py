@@ -1,7 +1,14 @@
-"""The unsubscribe service over real HTTP: uvicorn on a free loopback port, httpx."""
+"""The unsubscribe service over real HTTP: uvicorn on a free loopback port, httpx; and
+`newsletter serve` itself, on a port in use and on port 0."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -152,3 +159,46 @@ def test_access_log_lines_do_not_carry_unsubscribe_tokens():
     )
     assert RedactQueryStrings().filter(record)
     assert record.getMessage() == '127.0.0.1:5000 - "POST /unsubscribe?… HTTP/1.1" 200'
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(config_path):
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "composer", "serve", "--port", str(port)],
+            cwd=config_path.parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""  # no "Serving …" for a service that never ran
+    assert result.stderr.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port} (Address already in use);"
+        " pass --port N (0 picks a free one)"
+    ]
+
+
+def test_serve_on_port_0_announces_the_port_it_listens_on_and_stops_on_ctrl_c(config_path):
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "composer", "serve", "--port", "0"],
+        cwd=config_path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        found = re.search(r"on http://127\.0\.0\.1:(\d+) ", first)
+        assert found and found[1] != "0", first
+        page = httpx.get(f"http://127.0.0.1:{found[1]}/", timeout=10)
+        assert page.status_code == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        process.wait()

@@ -18,12 +18,21 @@ from composer.cli.options import config_option
 )
 def init(directory: Path) -> None:
     """Make DIR (default: here) a newsletter: a commented config.toml, a first issue under
-    issues/ and a .gitignore; never overwrites a file."""
+    issues/ and a .gitignore (or the lines it needs added to the one there); never
+    overwrites a file."""
     from composer.composing.folder import init_folder
 
     made = init_folder(directory)
-    for path in (made.config, made.issue, made.gitignore):
+    for path in (made.config, made.issue):
         click.echo(f"Created {path}")
+    if made.gitignore_added is None:
+        click.echo(f"Created {made.gitignore}")
+    elif made.gitignore_added:
+        added = made.gitignore_added
+        lines = f"{len(added)} line{'' if len(added) == 1 else 's'}"
+        click.echo(f"Added {lines} to {made.gitignore} ({', '.join(added)})")
+    else:
+        click.echo(f"Kept {made.gitignore}: it already has every line needed")
     where = "" if directory == Path(".") else f"cd {directory} && "
     issue = made.issue.relative_to(directory)
     click.echo(f"Next: {where}newsletter build {issue}, or newsletter preview {issue}")

@@ -92,6 +92,11 @@ def send_test_command(
     help="With --retry-failed, also send again the copies whose outcome is unknown (no"
     " reply to the end of the message in time: they may have arrived).",
 )
+@click.option(
+    "--skip-check",
+    is_flag=True,
+    help="Send even if `newsletter check` finds errors in the issue (a TK left in…).",
+)
 @config_option
 def send(
     issue_path: Path,
@@ -103,6 +108,7 @@ def send(
     retry_failed: bool,
     again: bool,
     include_unknown: bool,
+    skip_check: bool,
     config_path: Path,
 ) -> None:
     """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
@@ -121,6 +127,7 @@ def send(
         retry_failed=retry_failed,
         include_unknown=include_unknown,
         again=again,
+        skip_check=skip_check,
     )
     if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
         return
@@ -133,6 +140,7 @@ def send(
             retry_failed=retry_failed,
             again=again,
             include_unknown=include_unknown,
+            skip_check=skip_check,
             on_start=display.start,
             on_progress=display.update,
         )

@@ -56,21 +56,10 @@ def preview(
 @config_option
 def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
     """Run the web service at base_url: unsubscribe links, web versions, archive, feed."""
-    import logging
-
-    import uvicorn
-
     from composer.config import load_config
-    from composer.web.serve import RedactQueryStrings, create_app
+    from composer.web.serve import run_service
 
-    config = load_config(config_path)
-    app = create_app(config, issues_dir)
-    click.echo(
-        f"Serving {config.newsletter.base_url} on http://{host}:{port}"
-        " (put it behind your HTTPS proxy; Ctrl+C to stop)"
-    )
-    logging.getLogger("uvicorn.access").addFilter(RedactQueryStrings())
-    uvicorn.run(app, host=host, port=port)
+    run_service(load_config(config_path), issues_dir, host=host, port=port, echo=click.echo)
 
 
 COMMANDS = (preview, serve)

@@ -2,7 +2,8 @@
 
 It holds a commented ``config.toml`` whose every value works as it is (mail goes to
 the built-in outbox, subscribers to ``subscribers.db``), a first issue under
-``issues/`` and a ``.gitignore`` for what must never be committed. The templates stay
+``issues/`` and a ``.gitignore`` for what must never be committed (in a folder that has
+one already, such as a git repository, the lines it lacks are added). The templates stay
 in the package until ``newsletter templates copy`` brings one over for editing.
 """
 
@@ -71,21 +72,24 @@ outbox/
 
 @dataclass(frozen=True)
 class NewFolder:
-    """The files ``newsletter init`` wrote."""
+    """The files ``newsletter init`` wrote; ``gitignore_added`` holds the patterns added to
+    a ``.gitignore`` that was there already (``None`` when init created it)."""
 
     config: Path
     issue: Path
     gitignore: Path
+    gitignore_added: tuple[str, ...] | None = None
 
 
 def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
     """Make ``directory`` a newsletter folder; raise :class:`NewsletterError` naming every
-    file that is already there, before writing anything."""
+    file that is already there, before writing anything. A ``.gitignore`` already there
+    is kept, with the lines it lacks added at its end."""
     date = today or dt.date.today()
     config = directory / DEFAULT_PATH
     gitignore = directory / ".gitignore"
     issue = issue_path(directory / "issues", FIRST_ISSUE, as_toml=False, date=date)
-    existing = [path for path in (config, issue, gitignore) if path.exists()]
+    existing = [path for path in (config, issue) if path.exists()]
     if existing:
         raise NewsletterError(
             f"not starting a newsletter in {directory.resolve()}:"
@@ -94,9 +98,12 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for path, text in ((config, CONFIG_TEXT), (gitignore, GITIGNORE_TEXT)):
-            with path.open("x", encoding="utf-8") as file:
-                file.write(text)
+        with config.open("x", encoding="utf-8") as file:
+            file.write(CONFIG_TEXT)
+        added = _complete_gitignore(gitignore) if gitignore.exists() else None
+        if added is None:
+            with gitignore.open("x", encoding="utf-8") as file:
+                file.write(GITIGNORE_TEXT)
         first = new_issue(directory / "issues", FIRST_ISSUE, today=date)
     except OSError as exc:  # a file where a folder must be, no permission, a full disk
         raise NewsletterError(
@@ -104,4 +111,28 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
             f" {exc.filename or directory}); init a folder you can write to, not a file"
             " or a path through one"
         ) from exc
-    return NewFolder(config, first, gitignore)
+    return NewFolder(config, first, gitignore, added)
+
+
+def _complete_gitignore(path: Path) -> tuple[str, ...]:
+    """Append to the ``.gitignore`` at ``path`` the lines of :data:`GITIGNORE_TEXT` it
+    lacks, each under its comment; return the patterns added."""
+    text = path.read_text(encoding="utf-8")
+    present = {line.strip() for line in text.splitlines()}
+    appended: list[str] = []
+    comment = ""
+    added: list[str] = []
+    for line in GITIGNORE_TEXT.splitlines():
+        if line.startswith("#"):
+            comment = line
+        elif line not in present:
+            if comment:
+                appended.append(comment)
+                comment = ""  # once, over the first pattern of its group that is missing
+            appended.append(line)
+            added.append(line)
+    if added:
+        separator = "\n" if text and not text.endswith("\n") else ""
+        with path.open("a", encoding="utf-8") as file:
+            file.write(separator + ("\n" if text else "") + "\n".join(appended) + "\n")
+    return tuple(added)

@@ -9,6 +9,7 @@ any raw HTML as text. So nothing an editor writes can break the layout.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from markupsafe import Markup
 from composer.composing.markdown import inline_to_html, split_first_paragraph, to_html
 from composer.composing.templates import DEFAULT_TEMPLATES, LayeredLoader, search_path
 from composer.config import Config
-from composer.errors import TemplateError
+from composer.errors import TemplateError, location
 from composer.model import Block, Issue, Tier
 
 EMAIL_TEMPLATE = "email.mjml.j2"
@@ -27,6 +28,16 @@ EMAIL_TEMPLATE = "email.mjml.j2"
 # sender swaps it per recipient in the serialised message, and `build` and the
 # preview fill in the newsletter's generic unsubscribe page.
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
+
+# What a template calls the values it is given, for errors about them: jinja2 names
+# the Python class ("'composer.composing.render.BlockView object' has no attribute …").
+_TEMPLATE_NAMES = {
+    "BlockView": "block",
+    "ItemView": "item",
+    "Issue": "issue",
+    "NewsletterSettings": "newsletter",
+}
+_NO_ATTRIBUTE = re.compile(r"^'(?:[\w.]+\.)?(\w+) object' has no attribute ('[^']*')$")
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,27 @@ def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
             f" nor among the defaults in {DEFAULT_TEMPLATES}"
         ) from exc
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"a template uses an unknown value: {exc.message}") from exc
+        raise TemplateError(_unknown_value(exc)) from exc
+
+
+def _unknown_value(exc: jinja2.UndefinedError) -> str:
+    """``file:line: the template uses an unknown value: …`` for ``exc``, naming the
+    template the value was used in, and the value as the template calls it."""
+    what = exc.message or str(exc)
+    found = _NO_ATTRIBUTE.match(what)
+    if found and found[1] in _TEMPLATE_NAMES:
+        what = f"{_TEMPLATE_NAMES[found[1]]} has no {found[2]}"
+    # jinja2 rewrites the traceback so that each template frame carries the template's
+    # file and line; the innermost is where the value was used (an included block).
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if "__jinja_exception__" in tb.tb_frame.f_globals:
+            where = location(Path(tb.tb_frame.f_code.co_filename), tb.tb_lineno)
+        tb = tb.tb_next
+    if where is None:
+        return f"a template uses an unknown value: {what}"
+    return f"{where}: the template uses an unknown value: {what}"
 
 
 def _block_view(block: Block, lang: str) -> BlockView:

@@ -1,6 +1,7 @@
 """``send``, ``send-test`` and ``status``: the dispatch, read top to bottom.
 
-compose each tier once → serialise each once (MessageTemplate)
+compose each tier once → check those variants, refusing an issue with errors unless
+  ``skip_check`` → serialise each once (MessageTemplate)
   → find the dispatch the issue continues (by its id or content, whatever the file is
     called), refusing content already sent in another one unless ``again``
   → take its lock in its delivery record → stream the subscribers still to send to
@@ -16,10 +17,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from composer.composing.check import check_composed_issue
 from composer.composing.load import load_issue
 from composer.composing.pipeline import ComposedIssue, compose_file
 from composer.config import Config
-from composer.errors import AlreadyDispatched, ConfigError, JournalError
+from composer.errors import (
+    AddressRejected,
+    AlreadyDispatched,
+    ConfigError,
+    IssueNotReady,
+    JournalError,
+    NewsletterError,
+)
 from composer.model import Issue, Tier
 from composer.sending.dispatch import (
     DispatchReport,
@@ -31,7 +40,7 @@ from composer.sending.dispatch import (
 )
 from composer.sending.personalise import MessageTemplate, PersonalCopy
 from composer.sending.transport import SmtpTransport, Transport, describe_server
-from composer.store import Segment, SubscriberStore, address_key, open_store, segment_tiers
+from composer.store import Segment, SubscriberStore, open_store, segment_tiers
 from composer.store.deliveries import (
     DispatchJournal,
     DispatchRecord,
@@ -41,6 +50,7 @@ from composer.store.deliveries import (
     repeated_dispatches,
     resumed_dispatch,
 )
+from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
 
 
@@ -89,11 +99,15 @@ def plan_send(
     retry_failed: bool = False,
     again: bool = False,
     include_unknown: bool = False,
+    skip_check: bool = False,
 ) -> SendPlan:
     """Compose the issue and count who would get it; sends nothing, and needs neither the
-    server nor its password. Content already sent in another dispatch raises
-    :class:`AlreadyDispatched` unless ``again``."""
+    server nor its password. An issue that ``check`` finds errors in raises
+    :class:`IssueNotReady` unless ``skip_check``; content already sent in another
+    dispatch raises :class:`AlreadyDispatched` unless ``again``."""
     composed = compose_file(issue_path, config, "paid")
+    if not skip_check:
+        _refuse_errors([composed], config)
     with (
         open_store(config.subscribers) as store,
         _journal(store, composed.issue, again=again) as journal,
@@ -118,19 +132,23 @@ def send_issue(
     retry_failed: bool = False,
     again: bool = False,
     include_unknown: bool = False,
+    skip_check: bool = False,
     transport: Transport | None = None,
     on_start: Callable[[SendPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SendResult:
     """Dispatch the issue to every active subscriber of ``segment`` not yet recorded as
-    sent, continuing its dispatch whatever the file is now called; content already sent
-    in another dispatch raises :class:`AlreadyDispatched` unless ``again``. Ctrl-C
-    (SIGINT) or SIGTERM stops after the messages in flight; so does a delivery record
-    that cannot be written (:class:`JournalError`)."""
+    sent, continuing its dispatch whatever the file is now called. An issue that
+    ``check`` finds errors in raises :class:`IssueNotReady` unless ``skip_check``;
+    content already sent in another dispatch raises :class:`AlreadyDispatched` unless
+    ``again``. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight; so does a
+    delivery record that cannot be written (:class:`JournalError`)."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
     variants = {tier: compose_file(issue_path, config, tier) for tier in segment_tiers(segment)}
+    if not skip_check:
+        _refuse_errors(list(variants.values()), config)
     templates = {
         tier: MessageTemplate.build(composed, config, links=links)
         for tier, composed in variants.items()
@@ -172,17 +190,31 @@ def send_issue(
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
     """Where a test goes: ``to`` when given, else ``[newsletter] test_recipients``; each
     reader once, in the spelling first given (the same address twice would be one
-    reader twice in the dispatch's bookkeeping)."""
-    unique: dict[str, str] = {}
-    for address in tuple(to) or config.newsletter.test_recipients:
-        unique.setdefault(address_key(address), address)
-    addresses = tuple(unique.values())
-    if not addresses:
+    reader twice in the dispatch's bookkeeping). An address that is not a bare, valid
+    one raises before anything is composed or sent."""
+    given = tuple(to) or config.newsletter.test_recipients
+    if not given:
         raise ConfigError(
             f"{config.path}: no test recipients; list them in [newsletter] test_recipients"
             " (or give send-test --to ADDRESS)"
         )
-    return addresses
+    checker = AddressChecker()
+    unique: dict[str, str] = {}
+    for address in given:
+        try:
+            key = checker.key(address)
+        except AddressRejected as exc:
+            if to:
+                raise NewsletterError(
+                    f"send-test --to {address!r} is not a valid address: {exc.reason}"
+                    " Give the bare address, such as ann@example.com"
+                ) from exc
+            raise ConfigError(
+                f"{config.path}: [newsletter] test_recipients has {address!r}, not a valid"
+                f" address: {exc.reason} Give the bare address, such as ann@example.com"
+            ) from exc
+        unique.setdefault(key, address)
+    return tuple(unique.values())
 
 
 def send_test(
@@ -233,6 +265,23 @@ def _dispatch_key(
     known = store.dispatches(identity)
     resumed = resumed_dispatch(identity, known)
     return (resumed.key if resumed else identity.key), known
+
+
+def _refuse_errors(variants: list[ComposedIssue], config: Config) -> None:
+    """Raise :class:`IssueNotReady` if ``check`` finds errors in the issue, linting the
+    variants already composed rather than composing them again; warnings pass."""
+    issue = variants[0].issue
+    errors = check_composed_issue(issue, variants, config).errors
+    if errors:
+        first = errors[0]
+        where = f"line {first.line}" if first.line else ""
+        if first.block:
+            where = f"{where} in {first.block}" if where else f"in {first.block}"
+        count = f"{len(errors)} check error{'' if len(errors) == 1 else 's'}"
+        raise IssueNotReady(
+            f"{issue.path}: {count} (the first: {first.message}{f', {where}' if where else ''});"
+            f" fix them (newsletter check {issue.path}) or pass --skip-check"
+        )
 
 
 def _journal(store: SubscriberStore, issue: Issue, *, again: bool) -> DispatchJournal:

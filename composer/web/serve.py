@@ -26,13 +26,15 @@ as that page needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 
+import uvicorn
 from jinja2 import DictLoader, Environment, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -52,6 +54,7 @@ from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.archive import atom_feed, find_published, published_issues
 from composer.web.guards import BodyLimit, SecurityHeaders
+from composer.web.listen import listen
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +157,28 @@ MAX_BODY_BYTES = 4096
 # How long the queue of unsubscribes waits between tries at a busy database (each try
 # itself waits for the lock as long as any write does).
 RETRY_SECONDS = 1.0
+
+
+def run_service(
+    config: Config,
+    issues_dir: Path | None,
+    *,
+    host: str,
+    port: int,
+    echo: Callable[[str], None],
+) -> None:
+    """Run ``newsletter serve`` on ``host:port`` until Ctrl+C. The port is bound first, so
+    one in use is a :class:`NewsletterError` before anything is announced."""
+    app = create_app(config, issues_dir)
+    sock = listen(port, host)
+    echo(
+        f"Serving {config.newsletter.base_url} on http://{host}:{sock.getsockname()[1]}"
+        " (put it behind your HTTPS proxy; Ctrl+C to stop)"
+    )
+    logging.getLogger("uvicorn.access").addFilter(RedactQueryStrings())
+    # uvicorn re-raises the Ctrl+C it caught once it has shut down cleanly.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
 
 
 def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:

@@ -10,7 +10,7 @@ One module per job:
 """
 
 from composer.web.preview.live import Preview
-from composer.web.preview.server import PreviewServer, listen, serve_preview
+from composer.web.preview.server import PreviewServer, serve_preview
 from composer.web.preview.snapshot import find_reader
 
-__all__ = ["Preview", "PreviewServer", "find_reader", "listen", "serve_preview"]
+__all__ = ["Preview", "PreviewServer", "find_reader", "serve_preview"]

@@ -1,5 +1,6 @@
-"""Serving the preview: uvicorn on a socket bound to 127.0.0.1 (:func:`listen`), and
-:func:`serve_preview`, what ``newsletter preview`` runs until Ctrl+C."""
+"""Serving the preview: uvicorn on a socket bound to 127.0.0.1
+(:func:`composer.web.listen.listen`), and :func:`serve_preview`, what
+``newsletter preview`` runs until Ctrl+C."""
 
 from __future__ import annotations
 
@@ -16,12 +17,10 @@ from urllib.parse import quote
 import uvicorn
 
 from composer.config import load_config
-from composer.errors import NewsletterError
+from composer.web.listen import LOOPBACK, listen
 from composer.web.preview.app import create_app
 from composer.web.preview.live import Preview
 from composer.web.preview.snapshot import Snapshot, find_reader
-
-HOST = "127.0.0.1"
 
 
 class PreviewServer(uvicorn.Server):
@@ -44,26 +43,10 @@ class PreviewServer(uvicorn.Server):
         self.should_exit = True
 
 
-def listen(port: int) -> socket.socket:
-    """A socket listening on ``127.0.0.1:port`` (0: any free port), or a readable error."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((HOST, port))
-        # Listening at once queues a browser that connects before uvicorn has started.
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise NewsletterError(
-            f"cannot listen on {HOST}:{port} ({exc.strerror}); pass --port N (0 picks a free one)"
-        ) from exc
-    return sock
-
-
 def page_url(sock: socket.socket, as_email: str | None = None) -> str:
     """The preview page's address on ``sock``, showing ``as_email``'s copy if given."""
     port = sock.getsockname()[1]
-    return f"http://{HOST}:{port}/" + (f"?as={quote(as_email)}" if as_email else "")
+    return f"http://{LOOPBACK}:{port}/" + (f"?as={quote(as_email)}" if as_email else "")
 
 
 def serve_preview(
