@@ -53,7 +53,12 @@ def test_email_is_exactly_the_bytes_build_writes(running, config, tier, tmp_path
 
 
 def test_state_has_subject_preheader_sizes_and_findings(running):
-    state = running.client.get("/state").json()
+    # The findings follow the email by a moment after any recomposition (the watcher may
+    # start with one), so wait for them as the page does.
+    deadline = time.monotonic() + 5
+    while (state := running.client.get("/state").json())["findings"] is None:
+        assert time.monotonic() < deadline, "the check's findings never arrived"
+        time.sleep(0.02)
     assert state["error"] is None
     assert state["subject"] == "The data pipeline behind the apps everyone uses"
     assert state["preheader"]
