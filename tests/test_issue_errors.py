@@ -50,6 +50,11 @@ MD_CASES = {
         12,
         "belongs to no block",
     ),
+    "kind with a space in its name": (
+        '+++\ntitle = "x"\ndate = 2024-05-03\n+++\n\n## Odd {.what happened}\n\nText.\n',
+        6,
+        "block kind {.what happened} is not a valid name",
+    ),
     "kind without a template": (
         '+++\ntitle = "x"\ndate = 2024-05-03\n+++\n\n## Odd {.sidebar}\n\nText.\n',
         6,

@@ -38,14 +38,17 @@ def test_a_heading_ending_in_news_makes_a_news_block_in_both_formats(write_issue
         "## This Week's China News\n\n- [A](https://example.com/a)\n\n"
         "## Good news:\n\nText.\n\n"
         "## Newsroom notes\n\nText.\n\n"
-        "## More news {.section}\n\nText.\n"
+        "## More news {.section}\n\nText.\n\n"
+        "## Spaced { .news }\n\n- [B](https://example.com/b)\n"
     )
     assert [block.kind for block in load_issue(markdown).blocks] == [
         "news",
         "news",
         "section",
         "section",
+        "news",
     ]
+    assert load_issue(markdown).blocks[-1].heading == "Spaced"
     toml = write_issue(
         'title = "t"\ndate = 2024-05-03\n\n[[blocks]]\nheading = "Other  NEWS"\nbody = "x"\n',
         "issue.toml",

@@ -37,7 +37,7 @@ _KIND_BY_HEADING_START = (
     ("what happened", "what-happened"),
 )
 _KIND_BY_HEADING_END = (("news", "news"),)
-_KIND_ATTRIBUTE = re.compile(r"^(?P<heading>.*?)\s*\{\.(?P<kind>[^}\s]*)\}\s*$")
+_KIND_ATTRIBUTE = re.compile(r"^(?P<heading>.*?)\s*\{\s*\.(?P<kind>[^}]*?)\s*\}\s*$")
 _VALID_KIND = re.compile(r"^[a-z][a-z0-9-]*$")
 # What `newsletter new` writes is 12 hex digits; an editor's own may be any such token.
 _VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
