@@ -206,10 +206,10 @@ max_attempts = 3
     return path
 
 
-def with_smtp(config_path: Path, **values: object) -> Path:
-    """Rewrite ``[smtp]`` keys of the config at ``config_path`` (values as TOML)."""
+def with_settings(config_path: Path, section: str, **values: object) -> Path:
+    """Rewrite keys of ``[section]`` in the config at ``config_path`` (values as TOML)."""
     lines = config_path.read_text(encoding="utf-8").splitlines()
-    start = lines.index("[smtp]") + 1
+    start = lines.index(f"[{section}]") + 1
     kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
     kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
     config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")

@@ -23,7 +23,7 @@ from composer.errors import NewsletterError
 from composer.store import NewSubscriber
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.listen import listen
-from tests.conftest import EXAMPLE_MD, with_smtp
+from tests.conftest import EXAMPLE_MD, with_settings
 from tests.previewing import (
     RunningPreview,
     copy_example,
@@ -257,7 +257,7 @@ def test_send_test_to_a_server_that_is_down_is_a_clear_json_error(example, send_
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        with_smtp(send_config, port=port)
+        with_settings(send_config, "smtp", port=port)
         with running_preview(example, send_config) as running:
             response = running.client.post("/send-test?tier=paid", headers=FROM_THE_PAGE)
             assert running.client.get("/state").status_code == 200, "the preview runs on"

@@ -55,19 +55,9 @@ from tests.conftest import (
     fast,
     modules_after_import,
     subscribe,
-    with_smtp,
+    with_settings,
 )
 from tests.smtp_server import SmtpServer
-
-
-def with_send(config_path: Path, **values: object) -> Path:
-    """Rewrite ``[send]`` keys of the config at ``config_path`` (values as TOML)."""
-    lines = config_path.read_text(encoding="utf-8").splitlines()
-    start = lines.index("[send]") + 1
-    kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
-    kept[start:start] = [f"{key} = {value}" for key, value in values.items()]
-    config_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return config_path
 
 
 def send(config_path: Path, **overrides):
@@ -384,7 +374,7 @@ def test_a_server_that_stores_but_never_answers_the_final_dot_gets_one_retry_the
         return CliRunner().invoke(cli, [*args, "--config", str(send_config)])
 
     subscribe(send_config, 4)
-    with_send(send_config, max_attempts=5)
+    with_settings(send_config, "send", max_attempts=5)
     smtp.handler.stall_seconds = 1.0  # the config's timeout is 0.5 s
     smtp.handler.faults["reader1@example.org"] = ["store-stall"] * 5
     result = run("send", str(EXAMPLE_MD), "--yes")
@@ -472,7 +462,7 @@ def refusing_server(send_config, tmp_path, monkeypatch):
 
     server = SmtpServer(tmp_path / "auth", authenticator=deny, auth_require_tls=False)
     try:
-        with_smtp(send_config, port=server.port, username='"editor"')
+        with_settings(send_config, "smtp", port=server.port, username='"editor"')
         monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong")
         subscribe(send_config, 3)
         yield RefusingServer(server, mechanisms)
@@ -503,7 +493,7 @@ def test_a_refused_login_is_tried_with_one_mechanism_so_it_counts_once(
 def test_a_username_for_a_server_that_offers_no_login_stops_before_any_message(
     send_config, smtp, monkeypatch
 ):
-    with_smtp(send_config, username='"editor"')
+    with_settings(send_config, "smtp", username='"editor"')
     monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")
     subscribe(send_config, 2)
     with pytest.raises(SmtpAuthError, match=r"offers no login .*\(AUTH not offered"):
@@ -512,21 +502,21 @@ def test_a_username_for_a_server_that_offers_no_login_stops_before_any_message(
 
 
 def test_a_login_in_clear_to_a_server_off_this_machine_is_refused_unless_allowed(send_config):
-    with_smtp(send_config, host='"smtp.example.net"', username='"editor"')
+    with_settings(send_config, "smtp", host='"smtp.example.net"', username='"editor"')
     result = CliRunner().invoke(
         cli, ["send", str(EXAMPLE_MD), "--yes", "--config", str(send_config)]
     )
     assert result.exit_code == 2
     [line] = result.output.splitlines()
     assert str(send_config) in line and "starttls" in line and "allow_insecure_auth" in line
-    with_smtp(send_config, allow_insecure_auth="true")
+    with_settings(send_config, "smtp", allow_insecure_auth="true")
     assert load_config(send_config).smtp.allow_insecure_auth
     # Encrypted, without a login, or on this machine: nothing to allow.
     for values in ({"security": '"starttls"'}, {"username": '""'}, {"host": '"127.0.0.2"'},
                    {"host": '"localhost"'}, {"host": '"::1"'}):  # fmt: skip
-        with_smtp(send_config, host='"smtp.example.net"', username='"editor"',
-                  security='"none"', allow_insecure_auth="false")  # fmt: skip
-        with_smtp(send_config, **values)
+        with_settings(send_config, "smtp", host='"smtp.example.net"', username='"editor"',
+                      security='"none"', allow_insecure_auth="false")  # fmt: skip
+        with_settings(send_config, "smtp", **values)
         assert not load_config(send_config).smtp.allow_insecure_auth, values
 
 
@@ -541,7 +531,7 @@ def test_a_transport_refuses_a_login_in_clear_even_from_settings_never_loaded(se
 
 
 def test_starttls_is_required_when_configured_so_a_stripped_offer_sends_nothing(send_config, smtp):
-    with_smtp(send_config, security='"starttls"')
+    with_settings(send_config, "smtp", security='"starttls"')
     subscribe(send_config, 2)
     with pytest.raises(SmtpConnectError, match="STARTTLS"):
         send(send_config)
@@ -588,7 +578,7 @@ def test_dry_run_and_status_need_no_password_and_open_no_connection(send_config,
     # A real listening port: a connection would wait in its queue for accept() to find.
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        config_path = with_smtp(send_config, port=port, username='"editor"')
+        config_path = with_settings(send_config, "smtp", port=port, username='"editor"')
         monkeypatch.delenv("NEWSLETTER_SMTP_PASSWORD", raising=False)
         subscribe(config_path, 3)
         for command in (["send", "--dry-run"], ["status"]):
@@ -650,7 +640,7 @@ def test_a_non_ascii_local_part_goes_with_smtputf8_where_the_server_offers_it(
 
     server = SmtpServer(tmp_path / "utf8", enable_SMTPUTF8=True)
     try:
-        config_path = with_smtp(send_config, port=server.port)
+        config_path = with_settings(send_config, "smtp", port=server.port)
         subscribe_addresses(config_path, {"jörg@bücher.de": "Jörg", "ann@example.org": "Ann"})
         report = send(config_path)
         assert report.complete and report.sent == 2
@@ -749,8 +739,12 @@ def test_delivers_over_tls_to_a_server_whose_certificate_the_ca_file_trusts(
     server = tls_server(tmp_path, security, trusted_server(ca))
     try:
         # ca_file is relative to config.toml, which is in tmp_path.
-        config_path = with_smtp(
-            send_config, port=server.port, security=f'"{security}"', ca_file='"relay-ca.pem"'
+        config_path = with_settings(
+            send_config,
+            "smtp",
+            port=server.port,
+            security=f'"{security}"',
+            ca_file='"relay-ca.pem"',
         )
         subscribe(config_path, 3)
         report = send(config_path)
@@ -781,8 +775,13 @@ def test_an_untrusted_certificate_stops_before_any_login_or_message(
         context, ca_file = trusted_server(ca), {}
     server = tls_server(tmp_path, security, context, authenticator=record)
     try:
-        config_path = with_smtp(
-            send_config, port=server.port, security=f'"{security}"', username='"editor"', **ca_file
+        config_path = with_settings(
+            send_config,
+            "smtp",
+            port=server.port,
+            security=f'"{security}"',
+            username='"editor"',
+            **ca_file,
         )
         monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "sesame")
         subscribe(config_path, 2)
@@ -813,8 +812,9 @@ def test_login_over_starttls_uses_the_named_variable_and_a_535_stops_before_any_
     # aiosmtpd offers AUTH only once the session is encrypted (auth_require_tls).
     server = tls_server(tmp_path, "starttls", trusted_server(ca), authenticator=check)
     try:
-        config_path = with_smtp(
+        config_path = with_settings(
             send_config,
+            "smtp",
             port=server.port,
             security='"starttls"',
             ca_file='"relay-ca.pem"',
@@ -840,11 +840,11 @@ def test_login_over_starttls_uses_the_named_variable_and_a_535_stops_before_any_
 def test_a_ca_file_that_is_missing_or_not_pem_is_a_config_error(send_config, tmp_path):
     from composer.errors import ConfigError
 
-    with_smtp(send_config, ca_file='"missing.pem"')
+    with_settings(send_config, "smtp", ca_file='"missing.pem"')
     with pytest.raises(ConfigError, match=r"\[smtp\] ca_file .*missing.pem"):
         load_config(send_config)
     (tmp_path / "notes.pem").write_text("not a certificate\n")
-    with_smtp(send_config, ca_file='"notes.pem"')
+    with_settings(send_config, "smtp", ca_file='"notes.pem"')
     with pytest.raises(ConfigError, match="PEM certificates"):
         load_config(send_config)
 
