@@ -10,12 +10,8 @@ import pytest
 
 from composer.config import Config
 from composer.errors import InvalidToken, SecretError
-from composer.unsubscribe import (
-    SECRET_FILE,
-    UnsubscribeLinks,
-    UnsubscribeToken,
-    load_secret,
-)
+from composer.signing import SECRET_FILE, load_secret
+from composer.unsubscribe import UnsubscribeLinks, UnsubscribeToken
 
 SECRET = b"s" * 32
 
