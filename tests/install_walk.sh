@@ -13,14 +13,15 @@ python="${1:-python3}"
 checkout="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-walk.XXXXXX")"
 outbox_pid=""
+serve_pid=""
 unset PYTHONPATH NEWSLETTER_SECRET NEWSLETTER_SMTP_PASSWORD
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 cleanup() {
-    if [ -n "$outbox_pid" ]; then
-        kill "$outbox_pid" 2>/dev/null || true
-        wait "$outbox_pid" 2>/dev/null || true
-    fi
+    for pid in $outbox_pid $serve_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -133,5 +134,36 @@ assert "Walk LEAD IN CAPITALS" not in text["bob@example.org"], "the free copy is
 assert "Keep reading" in text["bob@example.org"], "the free copy has no Keep reading link"
 assert all("Thanks for walking" in m.get_body(("html",)).get_content() for m in messages.values())
 EOF
+
+step "newsletter serve: the archive and a page of its own, from the wheel"
+PYTHONUNBUFFERED=1 "$newsletter" serve --port 0 >"$work/serve.log" 2>&1 &
+serve_pid=$!
+serve_port=""
+for _ in $(seq 100); do
+    serve_port="$(sed -n 's/^Serving .* on http:\/\/[0-9.]*:\([0-9]*\) .*/\1/p' "$work/serve.log")"
+    [ -n "$serve_port" ] && break
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.2
+done
+[ -n "$serve_port" ] || fail "serve did not start: $(cat "$work/serve.log")"
+run "serve's pages" 0 "$work/venv/bin/python" - "$serve_port" <<'EOF'
+import sys
+import time
+from urllib.request import urlopen
+
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(50):
+    try:
+        archive = urlopen(f"{base}/").read().decode()
+        break
+    except OSError:
+        time.sleep(0.2)
+assert "Archive" in archive, archive
+how = urlopen(f"{base}/unsubscribe").read().decode()
+assert "unsubscribe link" in how, how
+EOF
+kill "$serve_pid"
+wait "$serve_pid" 2>/dev/null || true
+serve_pid=""
 
 echo "install walk: passed"
