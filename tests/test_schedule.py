@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from composer.cli import cli
 from composer.config import load_config
 from composer.sending.schedule import parse_due, schedule_issue
 from composer.sending.send import dispatch_status
@@ -228,6 +230,7 @@ def test_two_workers_and_one_due_schedule_make_one_dispatch(send_config, smtp, i
     assert smtp.received() == dict.fromkeys(addresses, 1)
     logs = first.output() + second.output()
     assert logs.count("sending to 20") == 1, logs
+    assert "failed" not in logs, "the other worker never tried (the dispatch lock turned it away)"
     assert first.stop() == 0 and second.stop() == 0
 
 
@@ -249,7 +252,7 @@ def test_a_worker_killed_mid_dispatch_is_resumed_by_another_with_at_most_the_in_
     assert set(received) == set(addresses), "no one is skipped"
     duplicates = sum(received.values()) - len(addresses)
     assert duplicates <= 2, f"{duplicates} duplicates with 2 connections ([send] concurrency)"
-    assert "resuming the dispatch of a worker that is gone" in resumer.output()
+    assert f"resuming the dispatch of worker {killed.process.pid} on" in resumer.output()
     assert resumer.stop() == 0
 
 
@@ -302,3 +305,35 @@ def test_a_file_that_holds_another_issue_by_then_fails_its_schedule_and_sends_no
     assert "holds another issue now (id 'second', scheduled with id 'first')" in failed.note
     assert smtp.messages() == []
     assert worker.stop() == 0
+
+
+# -- the example systemd unit ------------------------------------------------------------------
+
+
+UNIT = ROOT / "contrib" / "newsletter-worker.service"
+
+
+def test_the_example_unit_runs_the_worker_command_and_systemd_accepts_it(tmp_path):
+    lines = UNIT.read_text().splitlines()
+    [exec_start] = [
+        line.removeprefix("ExecStart=") for line in lines if line.startswith("ExecStart=")
+    ]
+    program, *args = shlex.split(exec_start)
+    assert program.endswith("/newsletter") and args[0] == "worker"
+    cli.commands["worker"].make_context("newsletter worker", args[1:])  # its options exist
+    for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure"):
+        assert hardening in lines
+    assert any(line.startswith(("WorkingDirectory=", "EnvironmentFile=")) for line in lines)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    copy = tmp_path / "newsletter-worker.service"
+    shutil.copy(UNIT, copy)
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    complaints = [
+        line
+        for line in (verified.stdout + verified.stderr).splitlines()
+        if "is not executable" not in line  # /srv/newsletter is an example path
+    ]
+    assert complaints == []

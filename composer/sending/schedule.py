@@ -187,15 +187,7 @@ def describe_scheduled(done: Scheduled) -> str:
 def describe_schedule(schedule: Schedule) -> str:
     """One row of ``schedule --list``: number, state, time, segment, file, and what
     happened (who started it, how it ended)."""
-    what = {
-        "scheduled": "",
-        "started": _being_sent(schedule) if schedule.claim else "",
-        "done": schedule.note,
-        "failed": schedule.note,
-        "cancelled": schedule.note or "cancelled",
-    }[schedule.state]
-    if schedule.state == "scheduled" and schedule.note:
-        what = schedule.note
+    what = _being_sent(schedule) if schedule.state == "started" else schedule.note
     return (
         f"#{schedule.id:<4} {schedule.state:<9} {describe_moment(schedule.due_at)}  "
         f"{schedule.segment:<4}  {schedule.path}{f'  {what}' if what else ''}"

@@ -33,7 +33,7 @@ from composer.config import Config
 from composer.errors import NewsletterError, ScheduleError, StoreBusy, StoreError
 from composer.sending.schedule import describe_moment, issue_file
 from composer.sending.send import SendPlan, SendResult, send_issue
-from composer.store import open_store
+from composer.store import SubscriberStore, open_store
 from composer.store.deliveries import IssueIdentity
 from composer.store.schedules import (
     CLAIM_REFRESH_SECONDS,
@@ -77,7 +77,10 @@ def run_worker(config: Config, *, poll_seconds: float, log: Log) -> None:
     stop = StopRequest()
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with open_store(config.subscribers) as store:
+        store = _open_when_free(config, poll_seconds, stop, log)
+        if store is None:
+            return
+        with store:
             worker = Worker(config, store.schedules(), stop, log)
             log(
                 f"worker {os.getpid()} on {worker.host}: watching {config.subscribers.database}"
@@ -90,6 +93,20 @@ def run_worker(config: Config, *, poll_seconds: float, log: Log) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _open_when_free(
+    config: Config, poll_seconds: float, stop: StopRequest, log: Log
+) -> SubscriberStore | None:
+    """The store, opened once no other process holds it busy (None: asked to stop first);
+    a busy database is a moment's wait, not a reason for the service to fail."""
+    while not stop.requested:
+        try:
+            return open_store(config.subscribers)
+        except StoreBusy as exc:
+            log(f"the database is busy, trying again in {poll_seconds:g}s: {exc.message}")
+            stop.wait(poll_seconds)
+    return None
 
 
 class Worker:
@@ -115,8 +132,8 @@ class Worker:
         self._send(*claimed)
         return True
 
-    def _claim_next(self) -> tuple[Schedule, bool] | None:
-        """The schedule this worker now holds, and whether it resumes another's."""
+    def _claim_next(self) -> tuple[Schedule, Schedule] | None:
+        """The schedule this worker now holds, and the same as it was read before."""
         now, clock = dt.datetime.now(dt.UTC), time.time()
         ready = [
             s
@@ -132,15 +149,19 @@ class Worker:
                 heartbeat_at=clock,
             )
             if self.book.claim(schedule, claim):
-                return replace(schedule, state="started", claim=claim), schedule.state == "started"
+                return replace(schedule, state="started", claim=claim), schedule
             self.log(f"#{schedule.id} {schedule.path}: another worker started it first")
         return None
 
-    def _send(self, held: Schedule, resumed: bool) -> None:
+    def _send(self, held: Schedule, before: Schedule) -> None:
         label = f"#{held.id} {held.path}"
         late = (dt.datetime.now(dt.UTC) - held.due_at).total_seconds()
-        if resumed:
-            self.log(f"{label}: resuming the dispatch of a worker that is gone")
+        if before.state == "started" and before.claim is not None:
+            gone = before.claim
+            self.log(
+                f"{label}: resuming the dispatch of worker {gone.pid} on {gone.host}"
+                f" (started {describe_moment(gone.started_at)}), which is gone"
+            )
         else:
             self.log(
                 f"{label}: due {describe_moment(held.due_at)}, starting"
