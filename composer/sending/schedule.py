@@ -13,6 +13,7 @@ A schedule names its issue file relative to the newsletter's folder (the folder 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def list_schedules(config: Config, *, recent: int = 10) -> tuple[list[Schedule],
 def issue_location(issue_path: Path, config: Config) -> str:
     """How a schedule names the issue file: relative to the newsletter's folder, or
     absolute when it lies outside."""
-    absolute = issue_path.resolve()
+    absolute = Path(os.path.abspath(issue_path))
     try:
         return absolute.relative_to(newsletter_folder(config)).as_posix()
     except ValueError:
@@ -151,7 +152,8 @@ def issue_file(schedule: Schedule, config: Config) -> Path:
 
 
 def newsletter_folder(config: Config) -> Path:
-    return config.path.resolve().parent
+    # Both sides absolute but not resolved: an issues/ folder that is a link stays inside.
+    return Path(os.path.abspath(config.path)).parent
 
 
 def describe_moment(moment: dt.datetime) -> str:
