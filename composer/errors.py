@@ -11,6 +11,9 @@
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
     ├── OutboxError                          the outbox cannot listen on its port
+    ├── ScheduleError                        ``schedule`` refused a time (no offset, past) or
+    │   │                                    the worker an issue file that is another now
+    │   └── NothingScheduled                 exit code 1: ``schedule --cancel`` found none
     ├── IssueNotReady                        exit code 1: ``send`` refused, ``check`` finds errors
     └── SendError                            exit code 1: talking to the SMTP server failed
         ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
@@ -18,7 +21,8 @@
         ├── SmtpReplyError                   the server refused one message (code, reply, stage)
         ├── SmtpConnectionLost (ConnectionError) dropped, timed out or out of step:
         │                                    the connection is discarded
-        ├── DispatchLocked                   another process is sending the same issue
+        ├── DispatchLocked                   another process (a send, a worker) is sending
+        │                                    the same issue
         └── AlreadyDispatched                the same content went out in another dispatch
 
 Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
@@ -110,6 +114,17 @@ class SecretError(NewsletterError):
 
 class OutboxError(NewsletterError):
     """``newsletter outbox`` cannot listen where it was asked to (port in use, no permission)."""
+
+
+class ScheduleError(NewsletterError):
+    """A dispatch cannot be scheduled as asked (a time without a UTC offset, or past), or a
+    scheduled one cannot start (its file now holds another issue)."""
+
+
+class NothingScheduled(ScheduleError):
+    """``schedule --cancel`` found no scheduled dispatch of the issue."""
+
+    exit_code = 1
 
 
 class IssueNotReady(NewsletterError):

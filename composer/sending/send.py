@@ -108,6 +108,28 @@ def plan_send(
     composed = compose_file(issue_path, config, "paid")
     if not skip_check:
         _refuse_errors([composed], config)
+    return plan_composed(
+        composed,
+        config,
+        segment,
+        retry_failed=retry_failed,
+        include_unknown=include_unknown,
+        again=again,
+    )
+
+
+def plan_composed(
+    composed: ComposedIssue,
+    config: Config,
+    segment: Segment,
+    *,
+    retry_failed: bool = False,
+    include_unknown: bool = False,
+    again: bool = False,
+) -> SendPlan:
+    """The plan of sending the issue already composed as ``composed`` (its highest tier
+    the segment reaches); content already sent in another dispatch raises
+    :class:`AlreadyDispatched` unless ``again``."""
     with (
         open_store(config.subscribers) as store,
         _journal(store, composed.issue, again=again) as journal,
@@ -121,6 +143,18 @@ def plan_send(
             include_unknown,
             describe_server(config.smtp),
         )
+
+
+def compose_variants(
+    issue_path: Path, config: Config, segment: Segment, *, skip_check: bool = False
+) -> dict[Tier, ComposedIssue]:
+    """The issue composed for each tier ``segment`` reaches, lowest first (the last one
+    keys the dispatch and titles the plan), checked as ``send`` checks them: an issue
+    that ``check`` finds errors in raises :class:`IssueNotReady` unless ``skip_check``."""
+    variants = {tier: compose_file(issue_path, config, tier) for tier in segment_tiers(segment)}
+    if not skip_check:
+        _refuse_errors(list(variants.values()), config)
+    return variants
 
 
 def send_issue(
@@ -146,15 +180,13 @@ def send_issue(
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
-    variants = {tier: compose_file(issue_path, config, tier) for tier in segment_tiers(segment)}
-    if not skip_check:
-        _refuse_errors(list(variants.values()), config)
+    variants = compose_variants(issue_path, config, segment, skip_check=skip_check)
     templates = {
         tier: MessageTemplate.build(composed, config, links=links)
         for tier, composed in variants.items()
     }
     # The highest tier's variant: its issue keys the dispatch and its title the plan.
-    top_variant = variants[segment_tiers(segment)[-1]]
+    top_variant = list(variants.values())[-1]
 
     def render(recipient: Recipient) -> PersonalCopy:
         return templates[recipient.tier].render(recipient)
@@ -363,11 +395,12 @@ def _run(
     async def main() -> DispatchReport:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        handled = []
+        handled = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
             try:
                 loop.add_signal_handler(signum, stop.set)
-                handled.append(signum)
+                handled[signum] = previous
             except (ValueError, RuntimeError):  # not the main thread: no signals to catch
                 pass
         try:
@@ -375,8 +408,12 @@ def _run(
                 recipients, render, transport, journal, settings, stop=stop, on_progress=on_progress
             )
         finally:
-            for signum in handled:
+            for signum, previous in handled.items():
                 loop.remove_signal_handler(signum)
+                # asyncio puts back the default handler, not the one it found: a
+                # long-running caller (the worker) keeps its own.
+                if previous is not None:
+                    signal.signal(signum, previous)
 
     return asyncio.run(main())
 

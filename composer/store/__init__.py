@@ -3,7 +3,8 @@
 The SQLite store in :mod:`composer.store.sqlite` is the one shipped; a server
 database (PostgreSQL) can stand behind the same :class:`SubscriberStore` later,
 chosen in :func:`open_store`. The record of every issue sent to the list (its
-:class:`~composer.store.deliveries.DispatchJournal`) comes from the same store.
+:class:`~composer.store.deliveries.DispatchJournal`) and the scheduled dispatches
+(:class:`~composer.store.schedules.ScheduleBook`) come from the same store.
 Nothing outside this package writes SQL, and nothing in it imports the sending or
 web side.
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         IssueIdentity,
         TracedDelivery,
     )
+    from composer.store.schedules import ScheduleBook
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
@@ -144,6 +146,10 @@ class SubscriberStore(Protocol):
         """The delivery whose copy had ``message_id`` (as in the header, angle brackets
         included), with its subscriber; None when no delivery has it. A bounce, a
         complaint or a click names the message it is about this way."""
+
+    def schedules(self) -> ScheduleBook:
+        """The scheduled dispatches (:mod:`composer.store.schedules`), on this store's
+        connection: usable while the store is open."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -4,6 +4,7 @@
     rows.py         a subscribers row read as a Subscriber, and the bounce the journal writes
     subscribers.py  the list: SqliteSubscriberStore
     deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
+    schedules.py    the scheduled dispatches: SqliteScheduleBook
     case_duplicates.py  the migration merging rows whose addresses differ only in case
 
 Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``

@@ -130,6 +130,33 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
     UPDATE dispatches SET slug = issue;
     """,
+    # 6 (sched): scheduled dispatches (composer.store.schedules): the issue file and what it
+    # held when scheduled, the segment, the time (UTC), the state, and the worker that
+    # started it (its claim: a token, host, pid, start and last refresh).
+    """
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        issue_key TEXT NOT NULL,
+        slug TEXT NOT NULL,
+        issue_id TEXT NOT NULL DEFAULT '',
+        content_digest TEXT NOT NULL,
+        segment TEXT NOT NULL CHECK (segment IN ('free', 'paid', 'all')),
+        due_at TEXT NOT NULL,
+        skip_check INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL
+            CHECK (state IN ('scheduled', 'started', 'done', 'cancelled', 'failed')),
+        created_at TEXT NOT NULL,
+        owner TEXT,
+        worker_host TEXT,
+        worker_pid INTEGER,
+        started_at TEXT,
+        heartbeat_at REAL,
+        ended_at TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX schedules_by_state ON schedules (state, due_at);
+    """,
 )
 
 

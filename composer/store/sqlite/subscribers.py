@@ -36,6 +36,7 @@ from composer.store.sqlite.database import (
 )
 from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
+from composer.store.sqlite.schedules import SqliteScheduleBook
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
@@ -274,6 +275,10 @@ class SqliteSubscriberStore:
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
         return find_delivery(self._db, message_id)
+
+    def schedules(self) -> SqliteScheduleBook:
+        """The scheduled dispatches, on this store's connection."""
+        return SqliteScheduleBook(self._db, self.path)
 
 
 def _out_of_disk(exc: sqlite3.Error) -> bool:
