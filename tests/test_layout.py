@@ -14,8 +14,8 @@ PACKAGE = ROOT / "composer"
 # Bottom to top. A name stands for that module and every module under it, except the
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # The vocabulary, the errors and the settings, and the signed unsubscribe links that
-    # sending and the web side both make from the settings alone.
+    # The vocabulary, the errors and the settings, and the signed unsubscribe links and
+    # return paths that sending, the store and the bounce reader make from the settings alone.
     (
         "ground",
         (
@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.errors",
             "composer.config",
             "composer.unsubscribe",
+            "composer.returnpath",
         ),
     ),
     ("composing", ("composer.composing",)),
