@@ -11,6 +11,7 @@
     ├── SubscriberError                      add/remove refused: bad address, not on the list
     ├── SecretError                          the unsubscribe signing secret is unsafe
     ├── OutboxError                          the outbox cannot listen on its port
+    ├── MailboxError                         the bounce mailbox cannot be reached or read
     ├── IssueNotReady                        exit code 1: ``send`` refused, ``check`` finds errors
     └── SendError                            exit code 1: talking to the SMTP server failed
         ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
@@ -21,8 +22,8 @@
         ├── DispatchLocked                   another process is sending the same issue
         └── AlreadyDispatched                the same content went out in another dispatch
 
-Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
-into these once, at the stage that calls the library, chained with ``from exc``.
+Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib, imaplib) are
+translated into these once, at the stage that calls the library, chained with ``from exc``.
 Because the root is a ``click.ClickException``, the CLI prints the one-line message
 and exits with the code without any command needing its own try/except.
 
@@ -110,6 +111,10 @@ class SecretError(NewsletterError):
 
 class OutboxError(NewsletterError):
     """``newsletter outbox`` cannot listen where it was asked to (port in use, no permission)."""
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox ([bounces] source) cannot be reached, logged into or read."""
 
 
 class IssueNotReady(NewsletterError):

@@ -29,6 +29,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("composing", ("composer.composing",)),
     ("store", ("composer.store",)),
+    # Reading what comes back (the bounce mailbox) into the store.
+    ("bounces", ("composer.bounces",)),
     ("sending", ("composer.sending",)),
     ("web", ("composer.web",)),
     ("cli", ("composer.cli", "composer.__main__")),
@@ -86,7 +88,9 @@ def test_imports_run_only_downwards() -> None:
 
 
 def test_sending_and_the_web_reach_storage_only_through_the_store_interface() -> None:
-    above = [index for index, (name, _) in enumerate(LAYERS) if name in ("sending", "web")]
+    above = [
+        index for index, (name, _) in enumerate(LAYERS) if name in ("bounces", "sending", "web")
+    ]
     for module in MODULES:
         if floor(module) not in above:
             continue
