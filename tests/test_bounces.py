@@ -3,7 +3,10 @@ the list, after a real dispatch to the test SMTP server with VERP return paths."
 
 from __future__ import annotations
 
+import imaplib
 import itertools
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,10 @@ from composer.store import open_store
 from composer.unsubscribe import load_secret
 from tests.bounce_reports import BOUNCES, report
 from tests.conftest import EXAMPLE_MD, fast, newsletter, subscribe
+from tests.imap_server import PASSWORD as IMAP_PASSWORD
+from tests.imap_server import USER as IMAP_USER
+from tests.imap_server import Dovecot
+from tests.imap_server import available as imap_available
 from tests.smtp_server import SmtpServer
 
 _names = itertools.count()
@@ -195,3 +202,90 @@ def test_a_bounce_address_with_a_plus_is_refused(config_path) -> None:
     )
     result = newsletter("bounces", "list", config_path=config_path)
     assert result.returncode == 2 and "[bounces] address must be" in result.stderr
+
+
+# -- IMAP: a real dovecot ----------------------------------------------------------------
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    if not imap_available():
+        pytest.skip(
+            "dovecot is not installed (apt-get install dovecot-imapd; .ci/run does):"
+            " the IMAP bounce mailbox is NOT tested"
+        )
+    server = Dovecot()
+    yield server
+    server.close()
+
+
+def imap_client(server: Dovecot) -> imaplib.IMAP4_SSL:
+    context = ssl.create_default_context(cafile=server.ca_file)
+    client = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=context)
+    client.login(IMAP_USER, IMAP_PASSWORD)
+    return client
+
+
+def imap_config(config_path: Path, server: Dovecot, scheme: str = "imaps") -> None:
+    port = server.imaps_port if scheme == "imaps" else server.imap_port
+    bounce_settings(
+        config_path,
+        f"{scheme}://{IMAP_USER}@127.0.0.1:{port}/INBOX",
+        ca_file=f'"{server.ca_file}"',
+        password_env='"TEST_BOUNCES_PASSWORD"',
+    )
+
+
+@pytest.mark.parametrize("scheme", ["imaps", "imap"])
+def test_reports_in_an_imap_folder_are_recorded_and_marked_seen_only_once_understood(
+    send_config, smtp, dovecot, monkeypatch, tmp_path, scheme
+) -> None:
+    monkeypatch.setenv("TEST_BOUNCES_PASSWORD", IMAP_PASSWORD)
+    imap_config(send_config, dovecot, scheme)
+    readers = subscribe(send_config, 3)
+    dispatch(send_config)
+    sent = copies(smtp)
+    client = imap_client(dovecot)
+    for name, n in (("gmail-dsn-hard", 0), ("vacation-auto-submitted", 1), ("human-reply", 2)):
+        raw = report(name, recipient=readers[n], message_id=sent[readers[n]][1])
+        client.append("INBOX", None, None, raw)
+
+    first = newsletter("bounces", "fetch", config_path=send_config, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "3 messages: 1 bounced, 0 soft, 0 complaints, 1 auto-replies ignored" in first.stdout
+    assert "1 not understood" in first.stdout
+    assert statuses(send_config) == {
+        readers[0]: "bounced",
+        readers[1]: "active",
+        readers[2]: "active",
+    }
+    client.select("INBOX")
+    assert client.uid("SEARCH", "UNSEEN")[1][0].split() == [b"3"]
+
+    again = newsletter("bounces", "fetch", config_path=send_config, cwd=tmp_path)
+    assert "1 messages: 0 bounced" in again.stdout and "1 not understood" in again.stdout
+    client.logout()
+
+
+def test_a_refused_imap_login_is_one_line(config_path, dovecot, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TEST_BOUNCES_PASSWORD", "wrong")
+    imap_config(config_path, dovecot)
+    result = newsletter("bounces", "fetch", config_path=config_path, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the server refused the login of bounces" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_self_signed_imap_server_needs_its_ca_file(config_path, dovecot, monkeypatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_PASSWORD", IMAP_PASSWORD)
+    bounce_settings(config_path, f"imaps://{IMAP_USER}@127.0.0.1:{dovecot.imaps_port}/INBOX")
+    result = newsletter("bounces", "fetch", config_path=config_path)
+    assert result.returncode == 2
+    assert "TLS failed" in result.stderr and "[bounces] ca_file" in result.stderr
+
+
+def test_without_the_password_variable_fetch_names_it(config_path, monkeypatch) -> None:
+    monkeypatch.delenv("NEWSLETTER_BOUNCES_PASSWORD", raising=False)
+    bounce_settings(config_path, "imaps://bounces@127.0.0.1:1/INBOX")
+    result = newsletter("bounces", "fetch", config_path=config_path)
+    assert result.returncode == 2 and "NEWSLETTER_BOUNCES_PASSWORD" in result.stderr

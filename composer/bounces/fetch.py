@@ -4,9 +4,11 @@ bottom.
     each message not yet processed → read it (:func:`~composer.bounces.parse.read_report`)
     → an auto-reply: marked processed, never counted
     → a bounce or complaint: one :class:`Feedback` per finding, carrying the verified
-      return token of the VERP address it came back to → recorded by the store
-      → marked processed only then, so a crash or rerun counts nothing twice (the
-      store's ``(source, event_id)`` guard is the second line)
+      return token of the VERP address it came back to → recorded by the store, a
+      batch of messages per transaction
+      → marked processed only once that has committed, so a crash or rerun counts
+      nothing twice (the store's ``(source, event_id)`` guard is the second line: a
+      crash between the commit and the marks leaves reports that are duplicates)
     → not understood: left where it is, and named in the summary
 """
 
@@ -24,6 +26,9 @@ from composer.store.feedback import Feedback, FeedbackResult
 SOURCE = "mailbox"
 # How many messages not understood the summary names; the rest are counted.
 NAMED_LIMIT = 20
+# Messages recorded per transaction: one commit (and its sync to disk) per message
+# would make a full mailbox take minutes.
+BATCH_SIZE = 200
 
 
 @dataclass
@@ -76,9 +81,25 @@ def fetch_bounces(
     *,
     soft_limit: int,
     on_result: Callable[[FeedbackResult], None] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> FetchSummary:
-    """Process every message of ``mailbox`` not yet processed, once."""
+    """Process every message of ``mailbox`` not yet processed, once. Reports are
+    recorded ``batch_size`` messages per transaction, and those messages are marked
+    processed once it has committed."""
     summary = FetchSummary()
+    pending: list[Feedback] = []
+    refs: list[str] = []
+
+    def flush() -> None:
+        for result in store.record_feedback_batch(pending, soft_limit=soft_limit):
+            summary.add(result)
+            if on_result is not None:
+                on_result(result)
+        for ref in refs:
+            mailbox.mark_read(ref)
+        pending.clear()
+        refs.clear()
+
     for letter in mailbox.unread():
         report = read_report(letter.raw)
         if report.kind == "not-understood":
@@ -89,12 +110,11 @@ def fetch_bounces(
         if report.kind == "auto-reply":
             summary.auto_replies += 1
         else:
-            for feedback in feedback_of(report, paths):
-                result = store.record_feedback(feedback, soft_limit=soft_limit)
-                summary.add(result)
-                if on_result is not None:
-                    on_result(result)
-        mailbox.mark_read(letter.ref)
+            pending.extend(feedback_of(report, paths))
+        refs.append(letter.ref)
+        if len(refs) >= batch_size:
+            flush()
+    flush()
     return summary
 
 

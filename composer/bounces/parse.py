@@ -36,7 +36,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from email.message import Message
-from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Literal
 
 from composer.store.feedback import FeedbackKind, one_line
@@ -70,6 +70,10 @@ _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.
 _COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
 # Headers a report's envelope recipient (the VERP address it came back to) may be in.
 _DELIVERED_TO = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
+# What of a message is parsed: the report comes first, the returned copy (maybe a whole
+# issue) last; a copy cut short still gives its headers.
+_PARSE_LIMIT = 128 * 1024
+_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")
 # Enough of a long non-standard bounce to find its diagnostic and the copy's headers.
 _TEXT_LIMIT = 64 * 1024
 
@@ -101,15 +105,18 @@ class Report:
 
 def read_report(raw: bytes) -> Report:
     """What the message ``raw`` says (see the module's docstring for the order)."""
-    message = email.message_from_bytes(raw)
-    base = _unread(message, raw)
+    message = email.message_from_bytes(raw[:_PARSE_LIMIT])
+    parts = _parts(message)
+    base = _unread(message, raw, parts)
     if message.get_content_type() == "multipart/report":
-        if _part(message, "message/delivery-status") is not None:
-            findings = _delivery_status(message)
+        status = parts.get("message/delivery-status")
+        if status is not None:
+            findings = _delivery_status(status)
             if findings:
                 return replace(base, kind="failure", findings=findings)
-        if _part(message, "message/feedback-report") is not None:
-            findings = _complaint(message)
+        feedback = parts.get("message/feedback-report")
+        if feedback is not None:
+            findings = _complaint(feedback, parts)
             if findings:
                 return replace(base, kind="complaint", findings=findings)
     automatic = _is_auto_reply(message)
@@ -125,18 +132,18 @@ def read_report(raw: bytes) -> Report:
     return replace(base, kind="auto-reply" if automatic else "not-understood")
 
 
-def _unread(message: Message, raw: bytes) -> Report:
+def _unread(message: Message, raw: bytes, parts: dict[str, Message]) -> Report:
     """The fields every report has, whatever it says, as a report not understood."""
     own_id = str(message.get("message-id", "")).strip()
-    headers = [str(value) for name in _DELIVERED_TO for value in message.get_all(name, [])]
+    headers = " ".join(str(value) for name in _DELIVERED_TO for value in message.get_all(name, []))
     summary = f"from {message.get('from', '?')}: {message.get('subject', '')}"
     return Report(
         kind="not-understood",
         event_id=own_id or "sha256:" + hashlib.sha256(raw).hexdigest()[:32],
         occurred_at=_date(message),
         summary=one_line(summary)[:200],
-        delivered_to=tuple(address for _, address in getaddresses(headers) if address),
-        message_id=_returned_message_id(message),
+        delivered_to=tuple(_ADDRESS.findall(headers)),
+        message_id=_returned_message_id(parts),
     )
 
 
@@ -148,11 +155,12 @@ def _date(message: Message) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _part(message: Message, content_type: str) -> Message | None:
+def _parts(message: Message) -> dict[str, Message]:
+    """The first part of each content type in ``message``, found in one walk."""
+    found: dict[str, Message] = {}
     for part in message.walk():
-        if part.get_content_type() == content_type:
-            return part
-    return None
+        found.setdefault(part.get_content_type(), part)
+    return found
 
 
 def _fields(part: Message) -> list[Message]:
@@ -170,10 +178,7 @@ def _fields(part: Message) -> list[Message]:
     ]
 
 
-def _delivery_status(message: Message) -> tuple[Finding, ...]:
-    part = _part(message, "message/delivery-status")
-    if part is None:
-        return ()
+def _delivery_status(part: Message) -> tuple[Finding, ...]:
     findings = []
     for block in _fields(part)[1:] or _fields(part):
         recipient = _address_field(block.get("original-recipient")) or _address_field(
@@ -197,19 +202,17 @@ def _delivery_status(message: Message) -> tuple[Finding, ...]:
     return tuple(findings)
 
 
-def _complaint(message: Message) -> tuple[Finding, ...]:
-    part = _part(message, "message/feedback-report")
-    if part is None:
+def _complaint(part: Message, parts: dict[str, Message]) -> tuple[Finding, ...]:
+    blocks = _fields(part)
+    if not blocks:
         return ()
-    fields = _fields(part)[0] if _fields(part) else None
-    if fields is None:
-        return ()
+    fields = blocks[0]
     feedback_type = str(fields.get("feedback-type", "")).strip().lower()
     if feedback_type not in _COMPLAINT_TYPES:
         return ()
     recipient = _address_field(fields.get("original-rcpt-to"))
     if recipient is None:
-        returned = _returned_headers(message)
+        returned = _returned_headers(parts)
         recipient = parseaddr(str(returned.get("to", "")))[1] or None if returned else None
     agent = one_line(str(fields.get("user-agent", "")))
     reason = f"complaint: feedback-type {feedback_type}" + (f" ({agent})" if agent else "")
@@ -297,23 +300,21 @@ def _text(message: Message) -> str:
     return "\n".join(chunks)
 
 
-def _returned_headers(message: Message) -> Message | None:
+def _returned_headers(parts: dict[str, Message]) -> Message | None:
     """The headers of the copy a report returns (``message/rfc822`` or
     ``text/rfc822-headers``), None when it returns none."""
-    for part in message.walk():
-        kind = part.get_content_type()
-        if kind in ("message/rfc822", "message/rfc822-headers"):
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                return payload[0]
-        if kind == "text/rfc822-headers":
-            text = part.get_payload(decode=True) or b""
-            return email.parser.HeaderParser().parsestr(bytes(text).decode("utf-8", "replace"))
+    for kind in ("message/rfc822", "message/rfc822-headers"):
+        payload = parts[kind].get_payload() if kind in parts else None
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            return payload[0]
+    if "text/rfc822-headers" in parts:
+        text = parts["text/rfc822-headers"].get_payload(decode=True) or b""
+        return email.parser.HeaderParser().parsestr(bytes(text).decode("utf-8", "replace"))
     return None
 
 
-def _returned_message_id(message: Message) -> str | None:
-    returned = _returned_headers(message)
+def _returned_message_id(parts: dict[str, Message]) -> str | None:
+    returned = _returned_headers(parts)
     if returned is None:
         return None
     value = str(returned.get("message-id", "")).strip()

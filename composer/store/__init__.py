@@ -154,6 +154,12 @@ class SubscriberStore(Protocol):
         already recorded under the same ``(source, event_id)`` changes nothing
         (``duplicate``)."""
 
+    def record_feedback_batch(
+        self, batch: Iterable[Feedback], *, soft_limit: int = 3
+    ) -> list[FeedbackResult]:
+        """:meth:`record_feedback` for each of ``batch``, in order, in one transaction
+        (a mailbox of reports is recorded a few hundred per commit)."""
+
     def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
         """The latest ``limit`` bounces and complaints recorded, newest first."""
 

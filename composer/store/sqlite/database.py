@@ -132,7 +132,8 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     """,
     # 6 (b-mail): what came back after a send (composer.store.feedback): every bounce and
     # complaint as reported, once per (source, event_id), with the reader and dispatch it
-    # matched (NULL: none) and what it did.
+    # matched (NULL: none) and what it did; and the deliveries of each reader, which a
+    # report naming its reader (by return token or address) is matched among.
     """
     CREATE TABLE feedback (
         id INTEGER PRIMARY KEY,
@@ -153,6 +154,7 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     );
     CREATE INDEX feedback_by_issue ON feedback (issue, kind);
     CREATE INDEX feedback_by_subscriber ON feedback (subscriber_id, kind, recorded_at);
+    CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id, updated_at);
     """,
 )
 

@@ -282,6 +282,13 @@ class SqliteSubscriberStore:
         with write_transaction(self._db, self.path):
             return record_feedback(self._db, feedback, soft_limit)
 
+    def record_feedback_batch(
+        self, batch: Iterable[Feedback], *, soft_limit: int = 3
+    ) -> list[FeedbackResult]:
+        """Apply each of ``batch`` in order, in one transaction."""
+        with write_transaction(self._db, self.path):
+            return [record_feedback(self._db, feedback, soft_limit) for feedback in batch]
+
     def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
         """The latest ``limit`` bounces and complaints recorded, newest first."""
         return recent_feedback(self._db, limit)
