@@ -3,6 +3,7 @@ against Postfix's own smtp-source (10 sessions, same message size) as the ceilin
 
     .venv/bin/python bench/dispatch.py                           # 20,000 subscribers
     .venv/bin/python bench/dispatch.py --subscribers 20000 200000 --concurrency 10
+    .venv/bin/python bench/dispatch.py --verp                   # each copy its own return path
 
 Needs /usr/sbin/smtp-sink and /usr/sbin/smtp-source (package postfix); the test
 suite does not. Each size runs in a fresh subprocess, so its peak RSS is its own;
@@ -55,13 +56,15 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
-def write_config(folder: Path, port: int, concurrency: int) -> Path:
+def write_config(folder: Path, port: int, concurrency: int, verp: bool) -> Path:
     config = folder / "config.toml"
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
     text = text.replace("port = 1025", f"port = {port}")
     text = text.replace("concurrency = 8", f"concurrency = {concurrency}")
     text = text.replace('database = "subscribers.db"', 'database = "bench.db"')
     text = text.replace("[newsletter]", f'[newsletter]\ntemplates = "{ROOT / "templates"}"', 1)
+    if verp:
+        text += '\n[bounces]\naddress = "bounces@news.example.com"\n'
     config.write_text(text, encoding="utf-8")
     return config
 
@@ -145,6 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[20_000])
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--verp", action="store_true", help="give each copy its own return path ([bounces] address)"
+    )
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -158,7 +164,7 @@ def main() -> None:
     sink = start_sink(port)
     try:
         with tempfile.TemporaryDirectory() as folder:
-            config_path = write_config(Path(folder), port, args.concurrency)
+            config_path = write_config(Path(folder), port, args.concurrency, args.verp)
             size = message_size(config_path)
             print(f"message size {size:,} bytes; smtp-sink on 127.0.0.1:{port}")
             ceiling = smtp_source(port, min(args.subscribers), size)

@@ -14,6 +14,7 @@
     ├── ScheduleError                        ``schedule`` refused a time (no offset, past) or
     │   │                                    the worker an issue file that is another now
     │   └── NothingScheduled                 exit code 1: ``schedule --cancel`` found none
+    ├── MailboxError                         the bounce mailbox cannot be reached or read
     ├── IssueNotReady                        exit code 1: ``send`` refused, ``check`` finds errors
     └── SendError                            exit code 1: talking to the SMTP server failed
         ├── SmtpConnectError (ConnectionError)   cannot connect, TLS handshake failed
@@ -25,8 +26,8 @@
         │                                    the same issue
         └── AlreadyDispatched                the same content went out in another dispatch
 
-Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib) are translated
-into these once, at the stage that calls the library, chained with ``from exc``.
+Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib, imaplib) are
+translated into these once, at the stage that calls the library, chained with ``from exc``.
 Because the root is a ``click.ClickException``, the CLI prints the one-line message
 and exits with the code without any command needing its own try/except.
 
@@ -125,6 +126,10 @@ class NothingScheduled(ScheduleError):
     """``schedule --cancel`` found no scheduled dispatch of the issue."""
 
     exit_code = 1
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox ([bounces] source) cannot be reached, logged into or read."""
 
 
 class IssueNotReady(NewsletterError):

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "composer"
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe
-    # links that sending and the web side both make from the settings alone.
+    # links and return paths that sending, the store and the bounce reader make from the
+    # settings alone.
     (
         "ground",
         (
@@ -25,10 +26,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.config",
             "composer.signing",
             "composer.unsubscribe",
+            "composer.returnpath",
         ),
     ),
     ("composing", ("composer.composing",)),
     ("store", ("composer.store",)),
+    # Reading what comes back (the bounce mailbox) into the store.
+    ("bounces", ("composer.bounces",)),
     ("sending", ("composer.sending",)),
     ("web", ("composer.web",)),
     ("cli", ("composer.cli", "composer.__main__")),
@@ -86,7 +90,9 @@ def test_imports_run_only_downwards() -> None:
 
 
 def test_sending_and_the_web_reach_storage_only_through_the_store_interface() -> None:
-    above = [index for index, (name, _) in enumerate(LAYERS) if name in ("sending", "web")]
+    above = [
+        index for index, (name, _) in enumerate(LAYERS) if name in ("bounces", "sending", "web")
+    ]
     for module in MODULES:
         if floor(module) not in above:
             continue

@@ -9,6 +9,7 @@ One module per group of commands, each a thin shell over the library:
     subscribers.py   the ``subscribers`` group
     sending.py       outbox, send-test, send, status
     scheduling.py    schedule, worker
+    bounces.py       the ``bounces`` group: fetch, list
 
 Each module lists its commands in ``COMMANDS``; a new module is one more line in
 ``COMMANDS`` below. Each command imports its worker inside the function, so ``--help``
@@ -23,7 +24,7 @@ import logging
 import click
 
 from composer import __version__
-from composer.cli import composing, folder, scheduling, sending, subscribers, web
+from composer.cli import bounces, composing, folder, scheduling, sending, subscribers, web
 
 
 class EchoWarnings(logging.Handler):
@@ -52,6 +53,7 @@ COMMANDS: tuple[click.Command, ...] = (
     *subscribers.COMMANDS,
     *sending.COMMANDS,
     *scheduling.COMMANDS,
+    *bounces.COMMANDS,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -152,12 +152,16 @@ def send(
 @issue_argument
 @config_option
 def status(issue_path: Path, config_path: Path) -> None:
-    """Show where the dispatch of ISSUE stands, with each failure and the server's reply."""
+    """Show where the dispatch of ISSUE stands, with each failure and the server's reply,
+    and the bounces and complaints that came back."""
     from composer.config import load_config
     from composer.sending.console import print_status
-    from composer.sending.send import dispatch_status
+    from composer.sending.send import dispatch_feedback, dispatch_status
 
-    print_status(dispatch_status(issue_path, load_config(config_path)), issue_path)
+    config = load_config(config_path)
+    print_status(
+        dispatch_status(issue_path, config), issue_path, dispatch_feedback(issue_path, config)
+    )
 
 
 COMMANDS = (outbox, send_test_command, send, status)

@@ -23,6 +23,7 @@ from composer.sending.dispatch import DispatchReport
 from composer.sending.dispatch import Progress as Counts
 from composer.sending.send import SendPlan, SendResult
 from composer.store.deliveries import DispatchStatus
+from composer.store.feedback import FeedbackCounts
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -153,8 +154,11 @@ def print_test_report(report: DispatchReport, count: int) -> bool:
     return False
 
 
-def print_status(status: DispatchStatus, issue_path: Path) -> None:
-    """The journal's counts for one issue and every failure with the server's reply."""
+def print_status(
+    status: DispatchStatus, issue_path: Path, feedback: FeedbackCounts | None = None
+) -> None:
+    """The journal's counts for one issue, what came back after it (``feedback``), and
+    every failure with the server's reply."""
     if status.segment is None:
         console.print(f"{status.issue}: never sent.")
         return
@@ -162,6 +166,13 @@ def print_status(status: DispatchStatus, issue_path: Path) -> None:
     state = "running now" if status.running else (status.last_result or "not running")
     console.print(f"{status.issue} to {status.segment}: {state}")
     console.print(_counts_table(status))
+    if feedback is not None and (feedback.total or counts["bounced"] or counts["complained"]):
+        console.print(
+            f"Came back: {counts['bounced']:,} copies bounced, {counts['complained']:,}"
+            f" complained about; reports: {feedback.hard:,} hard bounces, {feedback.soft:,}"
+            f" soft, {feedback.complaint:,} complaints (newsletter bounces list)",
+            soft_wrap=True,
+        )
     if status.failures:
         # Plain lines, not a table: a reply is long, and these get grepped and pasted.
         console.print("Not delivered:")

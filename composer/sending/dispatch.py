@@ -418,7 +418,7 @@ class _Dispatch:
                     await asyncio.sleep(self.backoff(session.failures - 1))
                 session.connection = await self.transport.connect()
             code, reply = await session.connection.send(
-                self.settings.sender, copy.envelope_address, copy.data
+                copy.return_path or self.settings.sender, copy.envelope_address, copy.data
             )
         except SmtpAuthError as exc:
             self.fatal = exc

@@ -4,7 +4,9 @@ Building a message with the :mod:`email` package costs about 11 ms for a 60 KB i
 a dispatch cannot afford that per recipient. :class:`MessageTemplate` writes the
 MIME structure itself, once per issue and tier, as a list of byte strings with holes
 for the values that differ per recipient: ``To``, ``Message-ID``, the
-``List-Unsubscribe`` headers and the unsubscribe link in both bodies.
+``List-Unsubscribe`` headers and the unsubscribe link in both bodies; beside the
+message, the envelope sender, when each copy has its own (a VERP return path,
+:mod:`composer.returnpath`).
 
 Each body is quoted-printable. A hole always starts on a fresh line (the text before
 it ends in a soft line break, ``=`` CRLF), and the value is quoted-printable encoded
@@ -47,6 +49,7 @@ from composer.composing.pipeline import ComposedIssue
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.config import Config
 from composer.errors import UnsendableAddress
+from composer.returnpath import DispatchReturnPath
 from composer.store.deliveries import Recipient
 from composer.unsubscribe import UnsubscribeLinks
 
@@ -72,12 +75,14 @@ HoleKind = Literal["text", "html"]
 
 class PersonalCopy(NamedTuple):
     """One reader's message, ready for DATA; the Message-ID it carries (which the
-    delivery record keeps, to join a bounce or a complaint to the reader); and the
-    address it goes to in ``RCPT TO``, as :func:`envelope_address` writes it."""
+    delivery record keeps, to join a bounce or a complaint to the reader); the
+    address it goes to in ``RCPT TO``, as :func:`envelope_address` writes it; and its
+    own ``MAIL FROM`` when it has one (a VERP return path; empty: the dispatch's sender)."""
 
     message_id: str
     envelope_address: str
     data: bytes
+    return_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class MessageTemplate:
     links: UnsubscribeLinks | None
     fallback_url: str
     unique_ids: bool
+    # The dispatch's VERP return paths ([bounces] address): each subscriber's copy goes
+    # out from its own signed address, so a bounce names it whatever the report says.
+    return_path: DispatchReturnPath | None = None
 
     @classmethod
     def build(
@@ -174,7 +182,15 @@ class MessageTemplate:
         for kind, body in zip(self.hole_kinds, self.bodies[1:], strict=True):
             out.append(html_link if kind == "html" else text_link)
             out.append(body)
-        return PersonalCopy(message_id=message_id, envelope_address=address, data=b"".join(out))
+        return_path = ""
+        if self.return_path is not None and recipient.subscriber_id is not None:
+            return_path = self.return_path.address(recipient.subscriber_id)
+        return PersonalCopy(
+            message_id=message_id,
+            envelope_address=address,
+            data=b"".join(out),
+            return_path=return_path,
+        )
 
     def message_id(self, recipient: Recipient) -> str:
         """A Message-ID unique to this issue and reader (random with ``unique_ids``)."""

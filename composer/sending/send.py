@@ -4,6 +4,7 @@ compose each tier once → check those variants, refusing an issue with errors u
   ``skip_check`` → serialise each once (MessageTemplate)
   → find the dispatch the issue continues (by its id or content, whatever the file is
     called), refusing content already sent in another one unless ``again``
+  → give each copy its own return path (VERP) when [bounces] address is set
   → take its lock in its delivery record → stream the subscribers still to send to
   → dispatch → release the lock with the result → read where the dispatch stands,
     for the summary (the same report ``status`` shows)
@@ -30,6 +31,7 @@ from composer.errors import (
     NewsletterError,
 )
 from composer.model import Issue, Tier
+from composer.returnpath import ReturnPaths
 from composer.sending.dispatch import (
     DispatchReport,
     DispatchSettings,
@@ -50,6 +52,7 @@ from composer.store.deliveries import (
     repeated_dispatches,
     resumed_dispatch,
 )
+from composer.store.feedback import FeedbackCounts
 from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
 
@@ -185,6 +188,7 @@ def send_issue(
         tier: MessageTemplate.build(composed, config, links=links)
         for tier, composed in variants.items()
     }
+    returns = ReturnPaths.from_config(config)
     # The highest tier's variant: its issue keys the dispatch and its title the plan.
     top_variant = list(variants.values())[-1]
 
@@ -195,6 +199,13 @@ def send_issue(
         open_store(config.subscribers) as store,
         _journal(store, top_variant.issue, again=again) as journal,
     ):
+        if returns is not None:
+            # The return paths name the dispatch by its key, known once it is found.
+            return_path = returns.for_dispatch(journal.key)
+            templates = {
+                tier: replace(template, return_path=return_path)
+                for tier, template in templates.items()
+            }
         journal.acquire(segment)
         plan = _plan(
             top_variant,
@@ -287,6 +298,15 @@ def dispatch_status(issue_path: Path, config: Config) -> DispatchStatus:
         key, _ = _dispatch_key(store, identity)
         with store.deliveries(key, identity) as journal:
             return journal.status()
+
+
+def dispatch_feedback(issue_path: Path, config: Config) -> FeedbackCounts:
+    """The bounces and complaints recorded against the dispatch of the issue at
+    ``issue_path`` (the one ``send`` would continue)."""
+    identity = IssueIdentity.of(load_issue(issue_path))
+    with open_store(config.subscribers) as store:
+        key, _ = _dispatch_key(store, identity)
+        return store.feedback_counts(key)
 
 
 def _dispatch_key(

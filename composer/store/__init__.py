@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         IssueIdentity,
         TracedDelivery,
     )
+    from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
     from composer.store.schedules import ScheduleBook
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -150,6 +151,26 @@ class SubscriberStore(Protocol):
     def schedules(self) -> ScheduleBook:
         """The scheduled dispatches (:mod:`composer.store.schedules`), on this store's
         connection: usable while the store is open."""
+
+    def record_feedback(self, feedback: Feedback, *, soft_limit: int = 3) -> FeedbackResult:
+        """Apply a bounce or complaint in one transaction by the rules of
+        :mod:`composer.store.feedback`: find its copy (return token, Message-ID, then the
+        original recipient's latest delivery), keep the event with its reason, move the
+        reader and the copy as :func:`~composer.store.feedback.decide` says. An event
+        already recorded under the same ``(source, event_id)`` changes nothing
+        (``duplicate``)."""
+
+    def record_feedback_batch(
+        self, batch: Iterable[Feedback], *, soft_limit: int = 3
+    ) -> list[FeedbackResult]:
+        """:meth:`record_feedback` for each of ``batch``, in order, in one transaction
+        (a mailbox of reports is recorded a few hundred per commit)."""
+
+    def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
+        """The latest ``limit`` bounces and complaints recorded, newest first."""
+
+    def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
+        """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
 
     def close(self) -> None:
         """Release the connection."""

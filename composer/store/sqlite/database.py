@@ -130,7 +130,7 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
     UPDATE dispatches SET slug = issue;
     """,
-    # 6 (sched): scheduled dispatches (composer.store.schedules): the issue file and what it
+    # 6: scheduled dispatches (composer.store.schedules): the issue file and what it
     # held when scheduled, the segment, the time (UTC), the state, and the worker that
     # started it (its claim: a token, host, pid, start and last refresh).
     """
@@ -156,6 +156,32 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
         note TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX schedules_by_state ON schedules (state, due_at);
+    """,
+    # 7: what came back after a send (composer.store.feedback): every bounce and
+    # complaint as reported, once per (source, event_id), with the reader and dispatch it
+    # matched (NULL: none) and what it did; and the deliveries of each reader, which a
+    # report naming its reader (by return token or address) is matched among.
+    """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint')),
+        effect TEXT NOT NULL
+            CHECK (effect IN ('bounced', 'complained', 'counted', 'unmatched', 'ignored')),
+        subscriber_id INTEGER REFERENCES subscribers (id),
+        issue TEXT,
+        reason TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        message_id TEXT,
+        recipient TEXT,
+        return_token TEXT,
+        UNIQUE (source, event_id)
+    );
+    CREATE INDEX feedback_by_issue ON feedback (issue, kind);
+    CREATE INDEX feedback_by_subscriber ON feedback (subscriber_id, kind, recorded_at);
+    CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id, updated_at);
     """,
 )
 
