@@ -16,6 +16,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlsplit
 
 from composer.errors import ConfigError
 from composer.model import LANGUAGE_TAG
@@ -67,6 +68,38 @@ class SubscriberSettings:
     database: Path
 
 
+# Where bounce reports are read from: an IMAP folder (over TLS, or STARTTLS) or a Maildir.
+MailboxScheme = Literal["imaps", "imap", "maildir"]
+
+
+@dataclass(frozen=True)
+class BounceMailbox:
+    """``[bounces] source`` read: ``imaps://user@host[:port]/FOLDER``,
+    ``imap://…`` (STARTTLS) or ``maildir:/path`` (``path`` set, the rest empty)."""
+
+    scheme: MailboxScheme
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    folder: str = "INBOX"
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"maildir:{self.path}"
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.folder}"
+
+
+@dataclass(frozen=True)
+class BounceSettings:
+    address: str  # the VERP base address ("" : copies go out from [newsletter] from)
+    mailbox: BounceMailbox | None  # where `bounces fetch` reads (None: not set)
+    password_env: str
+    ca_file: Path | None
+    poll_seconds: float
+    soft_limit: int
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -74,6 +107,7 @@ class Config:
     smtp: SmtpSettings
     send: SendSettings
     subscribers: SubscriberSettings
+    bounces: BounceSettings
 
 
 _REQUIRED = object()
@@ -108,6 +142,14 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     },
     "subscribers": {
         "database": (str, "subscribers.db"),
+    },
+    "bounces": {
+        "address": (str, ""),
+        "source": (str, ""),
+        "password_env": (str, "NEWSLETTER_BOUNCES_PASSWORD"),
+        "ca_file": (str, ""),
+        "poll_seconds": ((int, float), 60),
+        "soft_limit": (int, 3),
     },
 }
 
@@ -159,6 +201,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     newsletter = values["newsletter"]
     smtp = values["smtp"]
     send = values["send"]
+    bounces = values["bounces"]
 
     def check(ok: bool, problem: str) -> None:
         if not ok:
@@ -218,6 +261,32 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
     )
 
+    bounce_address = bounces["address"]
+    check(
+        not bounce_address
+        or (
+            bounce_address.count("@") == 1
+            and "+" not in bounce_address
+            and bounce_address.isascii()
+            and not any(c in bounce_address for c in ' \t\r\n<>,;:"()[]\\')
+            and all(bounce_address.split("@"))
+        ),
+        "[bounces] address must be a bare ASCII address without a +, such as"
+        " bounces@news.example.com (each copy's return path adds +TOKEN to it)",
+    )
+    mailbox = _mailbox(bounces["source"], root, problems.append)
+    bounce_ca = root / bounces["ca_file"] if bounces["ca_file"] else None
+    if bounce_ca is not None:
+        check(
+            _loads_certificates(bounce_ca),
+            f"[bounces] ca_file {bounce_ca} is not a readable file of PEM certificates",
+        )
+    check(
+        math.isfinite(bounces["poll_seconds"]) and bounces["poll_seconds"] > 0,
+        "[bounces] poll_seconds must be a number of seconds above 0, such as 60",
+    )
+    check(bounces["soft_limit"] >= 1, "[bounces] soft_limit must be at least 1")
+
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
     if problems:
@@ -255,6 +324,14 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             max_attempts=send["max_attempts"],
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
+        bounces=BounceSettings(
+            address=bounce_address,
+            mailbox=mailbox,
+            password_env=bounces["password_env"],
+            ca_file=bounce_ca,
+            poll_seconds=float(bounces["poll_seconds"]),
+            soft_limit=bounces["soft_limit"],
+        ),
     )
 
 
@@ -289,6 +366,46 @@ def _loads_certificates(path: Path) -> bool:
     except (OSError, ssl.SSLError):  # missing, unreadable, or no certificate in it
         return False
     return True
+
+
+_MAILBOX_FORMS = (
+    '[bounces] source must be "imaps://USER@HOST[:PORT]/FOLDER",'
+    ' "imap://USER@HOST[:PORT]/FOLDER" (STARTTLS) or "maildir:/path/to/Maildir"'
+)
+
+
+def _mailbox(value: str, root: Path, report: Callable[[str], None]) -> BounceMailbox | None:
+    """``[bounces] source`` read, or None when it is empty (or wrong: reported)."""
+    if not value:
+        return None
+    if value.startswith("maildir:"):
+        folder = value.removeprefix("maildir:")
+        if not folder:
+            report(_MAILBOX_FORMS)
+            return None
+        return BounceMailbox(scheme="maildir", path=root / folder)
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme not in ("imaps", "imap") or not parts.hostname or not parts.username or port == -1:
+        report(f"{_MAILBOX_FORMS}, not {value!r}")
+        return None
+    if parts.password:
+        report(
+            "[bounces] source must not hold the password; put it in the environment"
+            " variable [bounces] password_env names"
+        )
+        return None
+    return BounceMailbox(
+        scheme="imaps" if scheme == "imaps" else "imap",
+        host=parts.hostname,
+        port=port or (993 if scheme == "imaps" else 143),
+        user=unquote(parts.username),
+        folder=unquote(parts.path.lstrip("/")) or "INBOX",
+    )
 
 
 def _address(value: str | None, where: str, report: Callable[[str], None]) -> Address | None:

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "composer"
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe
-    # links that sending and the web side both make from the settings alone.
+    # links and return paths that sending, the store and the bounce reader make from the
+    # settings alone.
     (
         "ground",
         (
@@ -25,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.config",
             "composer.signing",
             "composer.unsubscribe",
+            "composer.returnpath",
         ),
     ),
     ("composing", ("composer.composing",)),

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         IssueIdentity,
         TracedDelivery,
     )
+    from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
@@ -144,6 +145,20 @@ class SubscriberStore(Protocol):
         """The delivery whose copy had ``message_id`` (as in the header, angle brackets
         included), with its subscriber; None when no delivery has it. A bounce, a
         complaint or a click names the message it is about this way."""
+
+    def record_feedback(self, feedback: Feedback, *, soft_limit: int = 3) -> FeedbackResult:
+        """Apply a bounce or complaint in one transaction by the rules of
+        :mod:`composer.store.feedback`: find its copy (return token, Message-ID, then the
+        original recipient's latest delivery), keep the event with its reason, move the
+        reader and the copy as :func:`~composer.store.feedback.decide` says. An event
+        already recorded under the same ``(source, event_id)`` changes nothing
+        (``duplicate``)."""
+
+    def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
+        """The latest ``limit`` bounces and complaints recorded, newest first."""
+
+    def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
+        """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
 
     def close(self) -> None:
         """Release the connection."""

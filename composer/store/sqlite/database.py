@@ -130,6 +130,30 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
     UPDATE dispatches SET slug = issue;
     """,
+    # 6 (b-mail): what came back after a send (composer.store.feedback): every bounce and
+    # complaint as reported, once per (source, event_id), with the reader and dispatch it
+    # matched (NULL: none) and what it did.
+    """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint')),
+        effect TEXT NOT NULL
+            CHECK (effect IN ('bounced', 'complained', 'counted', 'unmatched', 'ignored')),
+        subscriber_id INTEGER REFERENCES subscribers (id),
+        issue TEXT,
+        reason TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        message_id TEXT,
+        recipient TEXT,
+        return_token TEXT,
+        UNIQUE (source, event_id)
+    );
+    CREATE INDEX feedback_by_issue ON feedback (issue, kind);
+    CREATE INDEX feedback_by_subscriber ON feedback (subscriber_id, kind, recorded_at);
+    """,
 )
 
 

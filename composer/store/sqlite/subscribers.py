@@ -35,10 +35,12 @@ from composer.store.sqlite.database import (
     write_transaction,
 )
 from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
+from composer.store.sqlite.feedback import feedback_counts, recent_feedback, record_feedback
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
+    from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
 
 _INSERT = (
     "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
@@ -274,6 +276,19 @@ class SqliteSubscriberStore:
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
         return find_delivery(self._db, message_id)
+
+    def record_feedback(self, feedback: Feedback, *, soft_limit: int = 3) -> FeedbackResult:
+        """Apply a bounce or complaint in one transaction (:mod:`composer.store.feedback`)."""
+        with write_transaction(self._db, self.path):
+            return record_feedback(self._db, feedback, soft_limit)
+
+    def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
+        """The latest ``limit`` bounces and complaints recorded, newest first."""
+        return recent_feedback(self._db, limit)
+
+    def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
+        """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
+        return feedback_counts(self._db, dispatch_key)
 
 
 def _out_of_disk(exc: sqlite3.Error) -> bool:
