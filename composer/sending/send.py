@@ -5,7 +5,8 @@ compose each tier once → check those variants, refusing an issue with errors u
   → find the dispatch the issue continues (by its id or content, whatever the file is
     called), refusing content already sent in another one unless ``again``
   → take its lock in its delivery record → stream the subscribers still to send to
-  → dispatch → release the lock with the result → read where the dispatch stands,
+  → dispatch, the reputation brake watching what comes back → release the lock with
+    the result → read where the dispatch stands,
     for the summary (the same report ``status`` shows)
 """
 
@@ -30,7 +31,9 @@ from composer.errors import (
     NewsletterError,
 )
 from composer.model import Issue, Tier
+from composer.sending.brake import ReputationBrake
 from composer.sending.dispatch import (
+    Brake,
     DispatchReport,
     DispatchSettings,
     Journal,
@@ -142,7 +145,10 @@ def send_issue(
     ``check`` finds errors in raises :class:`IssueNotReady` unless ``skip_check``;
     content already sent in another dispatch raises :class:`AlreadyDispatched` unless
     ``again``. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight; so does a
-    delivery record that cannot be written (:class:`JournalError`)."""
+    delivery record that cannot be written (:class:`JournalError`), and so does the
+    reputation brake (:mod:`composer.sending.brake`), when the complaints or hard
+    bounces recorded against the dispatch since the run started pass ``[send]``'s
+    limits."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -178,8 +184,9 @@ def send_issue(
         recipients = journal.recipients(
             segment, retry_failed=retry_failed, include_unknown=include_unknown
         )
+        brake = ReputationBrake(lambda: store.feedback_counts(journal.key), config.send)
         try:
-            report = _run(recipients, render, transport, journal, settings, on_progress)
+            report = _run(recipients, render, transport, journal, settings, on_progress, brake)
         except JournalError as exc:
             raise _stopped_by_journal(exc, journal) from exc
         journal.release(_describe(report))
@@ -359,6 +366,7 @@ def _run(
     journal: Journal,
     settings: DispatchSettings,
     on_progress: Callable[[Progress], None] | None,
+    brake: Brake | None = None,
 ) -> DispatchReport:
     async def main() -> DispatchReport:
         stop = asyncio.Event()
@@ -372,7 +380,14 @@ def _run(
                 pass
         try:
             return await dispatch(
-                recipients, render, transport, journal, settings, stop=stop, on_progress=on_progress
+                recipients,
+                render,
+                transport,
+                journal,
+                settings,
+                stop=stop,
+                on_progress=on_progress,
+                brake=brake,
             )
         finally:
             for signum in handled:
