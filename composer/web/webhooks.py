@@ -83,12 +83,14 @@ def webhook(service: WebhookService, config: Config, fetcher: SnsFetcher | None)
 
 
 def _secret(config: Config, setting: str, what: str) -> str:
+    """The secret in the environment variable ``[webhooks] setting`` names."""
     variable: str = getattr(config.webhooks, setting)
     value = os.environ.get(variable, "")
     if not value:
+        service = setting.split("_", 1)[0]
         raise ConfigError(
-            f"{config.path}: [webhooks] services lists a service whose secret is missing:"
-            f" set the environment variable {variable} ([webhooks] {setting}) to {what}"
+            f"{config.path}: [webhooks] services lists {service}, but the environment variable"
+            f" {variable} ([webhooks] {setting}) is not set; set it to {what}"
         )
     return value
 
