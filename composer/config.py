@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import ssl
 import tomllib
 from collections.abc import Callable
@@ -61,6 +62,12 @@ class SendSettings:
     concurrency: int
     rate_per_second: float
     max_attempts: int
+    # The reputation brake (composer.sending.brake): a run pauses when, once it has
+    # delivered brake_min_delivered copies, the complaints or hard bounces recorded
+    # since it started pass these shares of them.
+    brake_complaints_percent: float = 0.3
+    brake_bounces_percent: float = 5.0
+    brake_min_delivered: int = 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,27 @@ class BounceSettings:
     soft_limit: int
 
 
+# The services whose webhooks ``serve`` can answer, each at /webhooks/<service>.
+WebhookService = Literal["ses", "postmark", "mailgun", "sendgrid"]
+WEBHOOK_SERVICES: tuple[WebhookService, ...] = get_args(WebhookService)
+# An SNS topic's ARN (aws, aws-cn, aws-us-gov partitions).
+_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``[webhooks]``: which services' webhooks ``serve`` answers, and the names of the
+    environment variables holding their secrets (never the secrets themselves)."""
+
+    services: tuple[WebhookService, ...] = ()
+    max_age: float = 300.0  # seconds a signed timestamp stays good
+    ses_topic_arn: str = ""
+    postmark_username: str = "postmark"
+    postmark_password_env: str = "NEWSLETTER_POSTMARK_PASSWORD"
+    mailgun_signing_key_env: str = "NEWSLETTER_MAILGUN_SIGNING_KEY"
+    sendgrid_public_key_env: str = "NEWSLETTER_SENDGRID_PUBLIC_KEY"
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -108,6 +136,7 @@ class Config:
     send: SendSettings
     subscribers: SubscriberSettings
     bounces: BounceSettings
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 _REQUIRED = object()
@@ -139,6 +168,9 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "concurrency": (int, 8),
         "rate_per_second": ((int, float), 0),
         "max_attempts": (int, 5),
+        "brake_complaints_percent": ((int, float), 0.3),
+        "brake_bounces_percent": ((int, float), 5),
+        "brake_min_delivered": (int, 1000),
     },
     "subscribers": {
         "database": (str, "subscribers.db"),
@@ -150,6 +182,15 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "ca_file": (str, ""),
         "poll_seconds": ((int, float), 60),
         "soft_limit": (int, 3),
+    },
+    "webhooks": {
+        "services": (list, []),
+        "max_age": ((int, float), 300),
+        "ses_topic_arn": (str, ""),
+        "postmark_username": (str, "postmark"),
+        "postmark_password_env": (str, "NEWSLETTER_POSTMARK_PASSWORD"),
+        "mailgun_signing_key_env": (str, "NEWSLETTER_MAILGUN_SIGNING_KEY"),
+        "sendgrid_public_key_env": (str, "NEWSLETTER_SENDGRID_PUBLIC_KEY"),
     },
 }
 
@@ -286,6 +327,27 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         "[bounces] poll_seconds must be a number of seconds above 0, such as 60",
     )
     check(bounces["soft_limit"] >= 1, "[bounces] soft_limit must be at least 1")
+    for key in ("brake_complaints_percent", "brake_bounces_percent"):
+        check(
+            math.isfinite(send[key]) and 0 <= send[key] <= 100,
+            f"[send] {key} must be a percentage from 0 to 100",
+        )
+    check(send["brake_min_delivered"] >= 1, "[send] brake_min_delivered must be at least 1")
+    webhooks = values["webhooks"]
+    services = webhooks["services"]
+    check(
+        all(service in WEBHOOK_SERVICES for service in services),
+        f"[webhooks] services may list {', '.join(WEBHOOK_SERVICES)}, not {services!r}",
+    )
+    check(
+        "ses" not in services or _TOPIC_ARN.fullmatch(webhooks["ses_topic_arn"]) is not None,
+        "[webhooks] ses_topic_arn must be the ARN of the SNS topic SES reports to (such as"
+        ' "arn:aws:sns:us-east-1:123456789012:ses-feedback") when services lists ses',
+    )
+    check(
+        math.isfinite(webhooks["max_age"]) and webhooks["max_age"] > 0,
+        "[webhooks] max_age must be a number of seconds above 0, such as 300",
+    )
 
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
@@ -322,6 +384,9 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             concurrency=send["concurrency"],
             rate_per_second=float(send["rate_per_second"]),
             max_attempts=send["max_attempts"],
+            brake_complaints_percent=float(send["brake_complaints_percent"]),
+            brake_bounces_percent=float(send["brake_bounces_percent"]),
+            brake_min_delivered=send["brake_min_delivered"],
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
         bounces=BounceSettings(
@@ -331,6 +396,15 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             ca_file=bounce_ca,
             poll_seconds=float(bounces["poll_seconds"]),
             soft_limit=bounces["soft_limit"],
+        ),
+        webhooks=WebhookSettings(
+            services=tuple(dict.fromkeys(services)),
+            max_age=float(webhooks["max_age"]),
+            ses_topic_arn=webhooks["ses_topic_arn"],
+            postmark_username=webhooks["postmark_username"],
+            postmark_password_env=webhooks["postmark_password_env"],
+            mailgun_signing_key_env=webhooks["mailgun_signing_key_env"],
+            sendgrid_public_key_env=webhooks["sendgrid_public_key_env"],
         ),
     )
 

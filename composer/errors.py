@@ -39,8 +39,11 @@ recipient, a 400 page) or into one of the errors above. None of them reaches the
     ├── AddressRejected      email-validator refused an address (add, remove, import, "View as")
     ├── RowRejected          one CSV row cannot be imported: reported with its line, the rest go on
     ├── InvalidToken         an unsubscribe token is malformed, altered or not signed by us
-    └── UnsendableAddress    an address cannot go into a header or SMTP envelope safely:
-                             that recipient fails, the dispatch goes on
+    ├── UnsendableAddress    an address cannot go into a header or SMTP envelope safely:
+    │                        that recipient fails, the dispatch goes on
+    ├── WebhookRefused       a webhook request does not verify by its service's method (a
+    │                        signature, credentials, a stale timestamp): 401, nothing recorded
+    └── MalformedWebhook     a verified webhook request that cannot be read: 400
 """
 
 from __future__ import annotations
@@ -239,6 +242,16 @@ class InvalidToken(ValueError):
 
 class UnsendableAddress(ValueError):
     """An address that cannot be written into a header or an SMTP envelope safely."""
+
+
+class WebhookRefused(ValueError):
+    """A webhook request that its service's own method does not verify: a bad or missing
+    signature or credentials, a stale timestamp, a certificate from an untrusted place."""
+
+
+class MalformedWebhook(ValueError):
+    """A webhook request whose body is not what its service sends (not JSON, a field
+    missing or of the wrong type)."""
 
 
 def location(path: Path, line: int | None = None, column: int | None = None) -> str:

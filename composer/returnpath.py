@@ -10,7 +10,7 @@ back to that address whatever the remote server's report looks like, and
 :meth:`ReturnPaths.token_of` reads and checks it.
 
 The MAC's key is derived from the secret that signs unsubscribe links
-(:func:`composer.unsubscribe.load_secret`) by an HMAC of this purpose's own label, so
+(:func:`composer.signing.load_secret`) by an HMAC of this purpose's own label, so
 an unsubscribe token is never a valid return token, nor the other way round. Keyed
 BLAKE2s is a MAC in one pass (HMAC takes two hashes and a copy): each copy's return
 path costs about 2 µs.

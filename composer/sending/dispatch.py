@@ -9,6 +9,10 @@ SMTP connections, with the outcome of each recorded before the next begins.
               transaction only once its previous outcome is committed, so after a
               crash at most one accepted-but-unrecorded message per connection exists
 
+A brake (:class:`Brake`, the reputation brake of :mod:`composer.sending.brake`) is asked
+every ``brake_seconds`` whether the run should pause, and pauses it as too many failures
+in a row do.
+
 Partial failure is data: :func:`dispatch` returns a :class:`DispatchReport`; only a
 refused login (:class:`SmtpAuthError`), an unreachable server before the first
 message, or a journal that cannot be written (:class:`JournalError`: nothing more is
@@ -18,6 +22,7 @@ sent, the messages in flight finish) raises.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -39,6 +44,8 @@ from composer.sending.personalise import PersonalCopy
 from composer.sending.transport import Connection, Transport
 from composer.store.deliveries import Outcome, Recipient, State
 
+log = logging.getLogger(__name__)
+
 # Enhanced status 5.1.x: the address does not exist ("no such user", bad domain), except
 # 5.1.7 and 5.1.8, which are about the sender's address (RFC 3463): Postfix, for one,
 # refuses a sender domain it cannot resolve at RCPT, for every reader alike.
@@ -46,7 +53,7 @@ _BAD_ADDRESS = re.compile(r"^\s*5\.1\.(?!7\b|8\b)\d{1,3}\b")
 _BAD_SENDER = re.compile(r"^\s*5\.1\.[78]\b")
 
 # Why a run stopped before the end: Ctrl-C, or too many failures in a row (or a journal
-# that cannot be written).
+# that cannot be written, or the brake).
 StopReason = Literal["interrupted", "paused"]
 
 
@@ -55,6 +62,13 @@ class Journal(Protocol):
     (:class:`JournalError`) having recorded nothing when it cannot."""
 
     def record(self, outcomes: Iterable[Outcome]) -> None: ...
+
+
+class Brake(Protocol):
+    """Asked now and then while a run sends: why it should pause, having delivered
+    ``delivered`` copies (None: it goes on). Called on the dispatch's own thread."""
+
+    def check(self, delivered: int) -> str | None: ...
 
 
 class MemoryJournal:
@@ -78,6 +92,7 @@ class DispatchSettings:
     retry_base: float = 2.0  # seconds before the 2nd attempt; doubles each time, jittered
     retry_cap: float = 60.0
     pause_after: int = 50  # consecutive final failures that pause the dispatch
+    brake_seconds: float = 5.0  # how often the brake, if any, is asked
 
 
 @dataclass
@@ -102,7 +117,8 @@ class Progress:
 @dataclass
 class DispatchReport:
     """What a run did. ``stopped`` is None when it ran to the end, else why it stopped:
-    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row). ``unknown``
+    ``"interrupted"`` (Ctrl-C) or ``"paused"`` (too many failures in a row, or the
+    brake), ``reason`` saying why in one line. ``unknown``
     counts copies whose outcome is unknown (no reply to the end of the message in time:
     they may have arrived); ``failures`` holds the failed and unknown outcomes."""
 
@@ -165,8 +181,10 @@ class _Dispatch:
         settings: DispatchSettings,
         stop: asyncio.Event,
         on_progress: Callable[[Progress], None] | None,
+        brake: Brake | None = None,
     ) -> None:
         self.recipients = recipients
+        self.brake = brake
         self.render = render
         self.transport = transport
         self.journal = journal
@@ -303,6 +321,7 @@ class _Dispatch:
             for n in range(self.settings.concurrency)
         ]
         watch = asyncio.create_task(self.watch_stop())
+        braking = asyncio.create_task(self.watch_brake()) if self.brake else None
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -311,6 +330,8 @@ class _Dispatch:
             raise
         finally:
             watch.cancel()
+            if braking is not None:
+                braking.cancel()
             producer.cancel()
             for handle in self.retries.values():
                 handle.cancel()
@@ -344,6 +365,22 @@ class _Dispatch:
     async def watch_stop(self) -> None:
         await self.stop.wait()
         self.halt("interrupted", "stopped by the user")
+
+    async def watch_brake(self) -> None:
+        assert self.brake is not None
+        while self.stopped is None:
+            await asyncio.sleep(self.settings.brake_seconds)
+            try:
+                # One read of the store, on this thread (the store's connection is this
+                # thread's), every few seconds: no cost to speak of against the sending.
+                reason = self.brake.check(self.progress.sent)
+            except Exception:
+                # A brake that cannot read this time does not stop the mail; the next
+                # look may.
+                log.warning("the reputation brake could not read the reports", exc_info=True)
+                continue
+            if reason is not None:
+                self.halt("paused", reason)
 
     def halt(self, why: StopReason, reason: str) -> None:
         """Take no new recipient; the messages in flight finish and are recorded."""
@@ -630,9 +667,11 @@ async def dispatch(
     *,
     stop: asyncio.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    brake: Brake | None = None,
 ) -> DispatchReport:
     """Send ``render(recipient)`` to each of ``recipients`` through ``transport``,
-    recording every step in ``journal``; stop cleanly when ``stop`` is set."""
+    recording every step in ``journal``; stop cleanly when ``stop`` is set, or pause
+    when ``brake`` says so."""
     run = _Dispatch(
         recipients,
         render,
@@ -641,5 +680,6 @@ async def dispatch(
         settings,
         stop or asyncio.Event(),
         on_progress,
+        brake,
     )
     return await run.run()

@@ -6,7 +6,8 @@ compose each tier once → check those variants, refusing an issue with errors u
     called), refusing content already sent in another one unless ``again``
   → give each copy its own return path (VERP) when [bounces] address is set
   → take its lock in its delivery record → stream the subscribers still to send to
-  → dispatch → release the lock with the result → read where the dispatch stands,
+  → dispatch, the reputation brake watching what comes back → release the lock with
+    the result → read where the dispatch stands,
     for the summary (the same report ``status`` shows)
 """
 
@@ -32,7 +33,9 @@ from composer.errors import (
 )
 from composer.model import Issue, Tier
 from composer.returnpath import ReturnPaths
+from composer.sending.brake import ReputationBrake
 from composer.sending.dispatch import (
+    Brake,
     DispatchReport,
     DispatchSettings,
     Journal,
@@ -179,7 +182,10 @@ def send_issue(
     ``check`` finds errors in raises :class:`IssueNotReady` unless ``skip_check``;
     content already sent in another dispatch raises :class:`AlreadyDispatched` unless
     ``again``. Ctrl-C (SIGINT) or SIGTERM stops after the messages in flight; so does a
-    delivery record that cannot be written (:class:`JournalError`)."""
+    delivery record that cannot be written (:class:`JournalError`), and so does the
+    reputation brake (:mod:`composer.sending.brake`), when the complaints or hard
+    bounces recorded against the dispatch since the run started pass ``[send]``'s
+    limits."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -221,8 +227,9 @@ def send_issue(
         recipients = journal.recipients(
             segment, retry_failed=retry_failed, include_unknown=include_unknown
         )
+        brake = ReputationBrake(lambda: store.feedback_counts(journal.key), config.send)
         try:
-            report = _run(recipients, render, transport, journal, settings, on_progress)
+            report = _run(recipients, render, transport, journal, settings, on_progress, brake)
         except JournalError as exc:
             raise _stopped_by_journal(exc, journal) from exc
         journal.release(_describe(report))
@@ -411,6 +418,7 @@ def _run(
     journal: Journal,
     settings: DispatchSettings,
     on_progress: Callable[[Progress], None] | None,
+    brake: Brake | None = None,
 ) -> DispatchReport:
     async def main() -> DispatchReport:
         stop = asyncio.Event()
@@ -425,7 +433,14 @@ def _run(
                 pass
         try:
             return await dispatch(
-                recipients, render, transport, journal, settings, stop=stop, on_progress=on_progress
+                recipients,
+                render,
+                transport,
+                journal,
+                settings,
+                stop=stop,
+                on_progress=on_progress,
+                brake=brake,
             )
         finally:
             for signum, previous in handled.items():

@@ -11,7 +11,8 @@ Each wraps a whole app and acts before any route runs, so no route can forget it
 - :class:`BodyLimit` refuses (413) a body over its cap: one announced by Content-Length
   before a byte of it is read, one streamed without a length as soon as the bytes
   received pass the cap. Nothing of it reaches the app; after the answer, at most
-  :data:`DISCARD_BYTES` more are read and dropped, then the server hangs up.
+  :data:`DISCARD_BYTES` more are read and dropped, then the server hangs up. The cap
+  is one for every path, except under the prefixes given a cap of their own.
 - :class:`SecurityHeaders` adds each of its headers to every response that does not set
   its own, so a route only spells out a policy that differs from the default.
 """
@@ -71,20 +72,32 @@ DISCARD_SECONDS = 1.0
 
 
 class BodyLimit:
-    """Refuse a request body over ``max_bytes`` with 413, keeping none of it."""
+    """Refuse a request body over ``max_bytes`` with 413, keeping none of it; a path
+    under a prefix of ``prefix_caps`` has that prefix's cap instead."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, prefix_caps: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.prefix_caps = dict(prefix_caps or {})
+
+    def cap(self, path: str) -> int:
+        """The largest body accepted at ``path``."""
+        for prefix, cap in self.prefix_caps.items():
+            if path.startswith(prefix):
+                return cap
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.cap(scope["path"])
         # uvicorn (h11) has already refused a Content-Length that is not a number.
         announced = Headers(scope=scope).get("content-length")
-        if announced is not None and int(announced) > self.max_bytes:
-            await self._refuse(receive, send)
+        if announced is not None and int(announced) > max_bytes:
+            await self._refuse(receive, send, max_bytes)
             return
 
         received = 0
@@ -97,10 +110,10 @@ class BodyLimit:
                 return {"type": "http.disconnect"}
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > max_bytes:
                 refused = True
                 if not started:
-                    await self._refuse(receive, send, message.get("more_body", False))
+                    await self._refuse(receive, send, max_bytes, message.get("more_body", False))
                 raise BodyTooLarge
             return message
 
@@ -117,10 +130,12 @@ class BodyLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, receive: Receive, send: Send, more_to_come: bool = True) -> None:
+    async def _refuse(
+        self, receive: Receive, send: Send, max_bytes: int, more_to_come: bool = True
+    ) -> None:
         # Connection: close makes uvicorn hang up rather than read the rest to reuse it.
         refusal = PlainTextResponse(
-            f"request body too large (over {self.max_bytes} bytes)",
+            f"request body too large (over {max_bytes} bytes)",
             413,
             headers={"Connection": "close"},
         )

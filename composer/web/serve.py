@@ -1,9 +1,11 @@
 """``newsletter serve``: the small web service at base_url, put together from its groups
 of routes (:mod:`composer.web.reading`: the archive, feed and issue pages;
-:mod:`composer.web.leaving`: unsubscribing), which share a :class:`Site`.
+:mod:`composer.web.leaving`: unsubscribing; :mod:`composer.web.webhooks`: the bounces
+and complaints email services report), which share a :class:`Site`.
 
 Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
-gets 413 unread, and every response, errors included, carries
+(the webhooks: :data:`composer.web.webhooks.MAX_BODY_BYTES`) gets 413 unread, and
+every response, errors included, carries
 :data:`SECURITY_HEADERS`, with a Content-Security-Policy loosened per page only as far
 as that page needs.
 """
@@ -21,7 +23,8 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
-from composer.web import leaving, reading
+from composer.web import leaving, reading, webhooks
+from composer.web.esp.sns import SnsFetcher
 from composer.web.guards import BodyLimit, SecurityHeaders
 from composer.web.listen import listen
 from composer.web.site import Site
@@ -63,9 +66,12 @@ def run_service(
         uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
 
 
-def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
+def create_app(
+    config: Config, issues_dir: Path | None = None, *, sns_fetcher: SnsFetcher | None = None
+) -> ASGIApp:
     """The ASGI app ``newsletter serve`` runs: ``config``'s store, and the issues in
-    ``issues_dir`` (default: ``issues/`` next to config.toml)."""
+    ``issues_dir`` (default: ``issues/`` next to config.toml); the SES webhook fetches
+    through ``sns_fetcher`` (default: from ``sns.<region>.amazonaws.com`` only)."""
     site = Site(config, issues_dir or config.path.resolve().parent / "issues")
     later = leaving.LaterUnsubscribes(config.subscribers)
 
@@ -75,11 +81,16 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
         yield
 
     app = Starlette(
-        routes=[*reading.routes(site), *leaving.routes(site, later)],
+        routes=[
+            *reading.routes(site),
+            *leaving.routes(site, later),
+            *webhooks.routes(config, sns_fetcher),
+        ],
         lifespan=lifespan,
     )
     # Outside starlette's own error handling, so that a 500 carries the headers too.
-    return SecurityHeaders(BodyLimit(app, MAX_BODY_BYTES), SECURITY_HEADERS)
+    limited = BodyLimit(app, MAX_BODY_BYTES, {webhooks.PREFIX: webhooks.MAX_BODY_BYTES})
+    return SecurityHeaders(limited, SECURITY_HEADERS)
 
 
 class RedactQueryStrings(logging.Filter):
