@@ -72,6 +72,24 @@ def test_a_hard_bounce_by_message_id_bounces_the_reader_and_their_copy(
     assert subscriber is not None and "5.1.1 user unknown" in subscriber.status_reason
 
 
+def test_a_complaint_before_the_250_is_recorded_is_not_overwritten_by_sent(
+    store: SubscriberStore,
+) -> None:
+    # A webhook can report a complaint while the dispatch has yet to commit the copy's
+    # 250: the later `sent` must not take the copy back from complained.
+    ann = reader(store, "ann@example.org")
+    message_id = "<early.1@news.example.com>"
+    recipient = Recipient(email=ann.email, tier="free", key=ann.key, subscriber_id=ann.id)
+    with store.deliveries("id:one") as journal:
+        journal.record(
+            [Outcome(recipient=recipient, state="sending", attempts=1, message_id=message_id)]
+        )
+        store.record_feedback(report("complaint", "c1", message_id=message_id, reason="abuse"))
+        journal.record([Outcome(recipient=recipient, state="sent", attempts=1, code=250)])
+    assert state_of(store, message_id) == "complained"
+    assert status_of(store, ann.email) == "complained"
+
+
 def test_the_same_event_twice_changes_nothing_the_second_time(store: SubscriberStore) -> None:
     ann = reader(store, "ann@example.org")
     first = send(store, "id:one", ann)

@@ -49,6 +49,8 @@ from composer.store.sqlite.rows import SUBSCRIBER_COLUMNS, mark_bounced, subscri
 # A database held by another writer is waited for this long before giving up.
 BUSY_TIMEOUT_MS = 10_000
 
+# What came back about a copy (a bounce, a complaint) is the last word on it: a report
+# can arrive before the dispatch commits the copy's 250, which must not overwrite it.
 _UPSERT = """
 INSERT INTO deliveries (issue, subscriber_id, email, state, attempts, code, reply, retryable,
                         message_id, updated_at)
@@ -60,11 +62,15 @@ ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     reply = CASE WHEN excluded.state = 'sending' THEN deliveries.reply ELSE excluded.reply END,
     retryable = excluded.retryable,
     updated_at = excluded.updated_at
+WHERE deliveries.state NOT IN ('bounced', 'complained')
 """
 # An outcome without a Message-ID leaves the recorded one, and its index, alone: the keys
 # are random, so each index write lands on a page of its own, and rewriting them all for
 # every sent row would double what each commit writes to disk.
-_UPSERT_WITH_MESSAGE_ID = _UPSERT.rstrip() + ",\n    message_id = excluded.message_id\n"
+_UPSERT_WITH_MESSAGE_ID = _UPSERT.replace(
+    "updated_at = excluded.updated_at\n",
+    "updated_at = excluded.updated_at,\n    message_id = excluded.message_id\n",
+)
 _MESSAGE_ID = 8  # its place in a row of _UPSERT
 _DELIVERY_COLUMNS = (
     "issue",
