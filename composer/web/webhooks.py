@@ -134,4 +134,5 @@ def _record(
     settings: SubscriberSettings, events: Sequence[Feedback], soft_limit: int
 ) -> list[FeedbackResult]:
     with open_store(settings, apply_queued=False) as store:
-        return [store.record_feedback(event, soft_limit=soft_limit) for event in events]
+        # One transaction for the request: a retry after a failure finds none of it recorded.
+        return store.record_feedback_batch(events, soft_limit=soft_limit)
