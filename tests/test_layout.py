@@ -14,8 +14,8 @@ PACKAGE = ROOT / "composer"
 # Bottom to top. A name stands for that module and every module under it, except the
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe
-    # links that sending and the web side both make from the settings alone.
+    # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe,
+    # manage and read links that sending and the web side both make from the settings alone.
     (
         "ground",
         (
@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.config",
             "composer.signing",
             "composer.unsubscribe",
+            "composer.reader_links",
         ),
     ),
     ("composing", ("composer.composing",)),

@@ -30,6 +30,7 @@ from composer.errors import (
     NewsletterError,
 )
 from composer.model import Issue, Tier
+from composer.reader_links import ReaderLinks
 from composer.sending.dispatch import (
     DispatchReport,
     DispatchSettings,
@@ -146,11 +147,12 @@ def send_issue(
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
+    reader_links = ReaderLinks.from_config(config)
     variants = {tier: compose_file(issue_path, config, tier) for tier in segment_tiers(segment)}
     if not skip_check:
         _refuse_errors(list(variants.values()), config)
     templates = {
-        tier: MessageTemplate.build(composed, config, links=links)
+        tier: MessageTemplate.build(composed, config, links=links, reader_links=reader_links)
         for tier, composed in variants.items()
     }
     # The highest tier's variant: its issue keys the dispatch and its title the plan.
@@ -231,6 +233,7 @@ def send_test(
         composed,
         config,
         links=UnsubscribeLinks.from_config(config),
+        reader_links=ReaderLinks.from_config(config),
         subject_prefix="[TEST] ",
         unique_ids=True,
     )
