@@ -1,6 +1,7 @@
 """``newsletter serve``: the small web service at base_url, put together from its groups
 of routes (:mod:`composer.web.reading`: the archive, feed and issue pages;
-:mod:`composer.web.leaving`: unsubscribing), which share a :class:`Site`.
+:mod:`composer.web.leaving`: unsubscribing; :mod:`composer.web.manage`: a reader's own
+subscription and data), which share a :class:`Site`.
 
 Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
 gets 413 unread, and every response, errors included, carries
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
-from composer.web import leaving, reading
+from composer.web import leaving, manage, reading
 from composer.web.guards import BodyLimit, SecurityHeaders
 from composer.web.listen import listen
 from composer.web.site import Site
@@ -75,7 +76,11 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
         yield
 
     app = Starlette(
-        routes=[*reading.routes(site), *leaving.routes(site, later)],
+        routes=[
+            *reading.routes(site),
+            *leaving.routes(site, later),
+            *manage.routes(site, later),
+        ],
         lifespan=lifespan,
     )
     # Outside starlette's own error handling, so that a 500 carries the headers too.

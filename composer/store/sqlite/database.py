@@ -130,6 +130,14 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     ALTER TABLE dispatches ADD COLUMN content_digest TEXT;
     UPDATE dispatches SET slug = issue;
     """,
+    # 6 (a-manage): the suppressions erasures leave: a one-way digest of each erased
+    # reader's address key (composer.store.personal), and when it was made.
+    """
+    CREATE TABLE suppressions (
+        digest TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
