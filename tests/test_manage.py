@@ -207,7 +207,7 @@ def test_an_erased_address_is_suppressed_for_import_add_and_unsubscribe_until_li
     )
     assert (report.counts.added, report.counts.suppressed) == (1, 1)
     assert "1 suppressed" in report.summary()
-    with pytest.raises(AddressSuppressed, match="ann@example.com is suppressed"):
+    with pytest.raises(AddressSuppressed, match=r"ann@example\.com is suppressed"):
         add_subscriber(store, ANN, resubscribe=True)
     assert record_unsubscribe(store, ANN, ANN, "old link") is None
     assert store.get(ANN) is None
