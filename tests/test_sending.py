@@ -1119,10 +1119,12 @@ def test_lines_starting_with_a_dot_survive_the_smtp_transaction(send_config, smt
     [message] = smtp.messages()
     text = message.get_body(("plain",)).get_content()
     composed = compose_file(issue, config, "paid")
-    assert (
-        text.replace("\r\n", "\n").split("Unsubscribe:")[0]
-        == composed.text.split("Unsubscribe:")[0]
-    )
+
+    def notes(text: str) -> str:
+        return text.split("NOTES")[1].split("Share this issue")[0]
+
+    assert ".5 percent" in notes(composed.text)
+    assert notes(text.replace("\r\n", "\n")) == notes(composed.text)
 
 
 def test_outbox_command_stores_each_message_and_prints_a_line(tmp_path, config_path):
