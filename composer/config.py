@@ -43,6 +43,10 @@ class NewsletterSettings:
     test_recipients: tuple[str, ...]
     templates: Path  # the newsletter's own templates folder; it need not exist
     lang: str  # the language of its issues, unless an issue says otherwise
+    upgrade_url: str = ""  # the paid-subscription page; empty: no Upgrade button
+    privacy_url: str = ""  # linked from every footer when set
+    terms_url: str = ""
+    share: bool = True  # share links in the email and on the web version
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "test_recipients": (list, []),
         "templates": (str, ""),
         "lang": (str, DEFAULT_LANG),
+        "upgrade_url": (str, ""),
+        "privacy_url": (str, ""),
+        "terms_url": (str, ""),
+        "share": (bool, True),
     },
     "smtp": {
         "host": (str, "127.0.0.1"),
@@ -268,6 +276,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         LANGUAGE_TAG.match(newsletter["lang"]) is not None,
         '[newsletter] lang must be a language tag such as "en" or "de-CH"',
     )
+    for key in ("upgrade_url", "privacy_url", "terms_url"):
+        check(
+            not newsletter[key] or _is_https_url(newsletter[key]),
+            f"[newsletter] {key} must be an https:// URL such as https://example.com/{key[:-4]},"
+            f" not {newsletter[key]!r}",
+        )
     recipients = newsletter["test_recipients"] or []
     check(
         all(isinstance(r, str) and "@" in r for r in recipients),
@@ -369,6 +383,10 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             test_recipients=tuple(recipients),
             templates=root / (newsletter["templates"] or TEMPLATES_FOLDER),
             lang=newsletter["lang"],
+            upgrade_url=newsletter["upgrade_url"],
+            privacy_url=newsletter["privacy_url"],
+            terms_url=newsletter["terms_url"],
+            share=newsletter["share"],
         ),
         smtp=SmtpSettings(
             host=smtp["host"],
@@ -432,6 +450,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: it may resolve anywhere
         return False
+
+
+def _is_https_url(value: str) -> bool:
+    """Whether ``value`` is an absolute https URL with a host and nothing a link or a
+    header could be broken by (spaces, quotes, angle brackets, control characters)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # a malformed host, such as an unclosed [
+        return False
+    plain = not any(c.isspace() or c in '"<>\\' or ord(c) < 32 for c in value)
+    return parts.scheme == "https" and bool(host) and plain
 
 
 def _loads_certificates(path: Path) -> bool:

@@ -9,6 +9,7 @@
     │   └── JournalError                     a dispatch cannot record (full disk): it stops
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
     ├── SubscriberError                      add/remove refused: bad address, not on the list
+    │   └── AddressSuppressed                the address's data was erased at its owner's request
     ├── SecretError                          the unsubscribe signing secret is unsafe
     ├── OutboxError                          the outbox cannot listen on its port
     ├── ScheduleError                        ``schedule`` refused a time (no offset, past) or
@@ -110,6 +111,11 @@ class SubscriberFileError(NewsletterError):
 
 class SubscriberError(NewsletterError):
     """``subscribers add`` or ``remove`` was refused: bad, unknown or unsubscribed address."""
+
+
+class AddressSuppressed(SubscriberError):
+    """The address was erased at its owner's request: only a digest of it is kept, and
+    nothing but the owner's own confirmed signup adds it again."""
 
 
 class SecretError(NewsletterError):

@@ -68,7 +68,11 @@ class UnsubscribeLinks:
     def headers(self, key: str, issue: str | None = None) -> dict[str, str]:
         """``List-Unsubscribe`` (the link, and the mailto when configured) and
         ``List-Unsubscribe-Post``, as RFC 2369 and RFC 8058 spell them."""
-        targets = [f"<{self.url(key, issue)}>"]
+        return self.headers_for(self.url(key, issue))
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """:meth:`headers` around ``url``, a link :meth:`url` made (one HMAC saved)."""
+        targets = [f"<{url}>"]
         if self.mailto:
             targets.append(f"<mailto:{self.mailto}?subject={quote('unsubscribe')}>")
         return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": ONE_CLICK}

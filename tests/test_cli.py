@@ -199,3 +199,24 @@ def test_a_port_no_machine_has_is_a_usage_error_not_a_traceback(run_cli, command
     result = run_cli(*command, "--port", "99999")
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--port': 99999 is not in the range 0<=x<=65535." in result.output
+
+
+def test_page_urls_must_be_https_each_problem_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[newsletter]\nname = "N"\nfrom = "n@example.com"\nbase_url = "https://x"\n'
+        'privacy_url = "http://x.example/privacy"\nterms_url = "https://x.example/a b"\n'
+        'upgrade_url = "https://pay.example.com/join"\nshare = false\n',
+        encoding="utf-8",
+    )
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["build", str(EXAMPLE_MD), "--config", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"Error: {bad}: 2 problems:",
+        "  [newsletter] privacy_url must be an https:// URL such as"
+        " https://example.com/privacy, not 'http://x.example/privacy'",
+        "  [newsletter] terms_url must be an https:// URL such as"
+        " https://example.com/terms, not 'https://x.example/a b'",
+    ]

@@ -180,10 +180,16 @@ def database_from_before_ids(
     with ``readers`` subscribed and ``rows`` (SQL) written as that release wrote them."""
     with monkeypatch.context() as patch:
         patch.setattr("composer.store.sqlite.database.MIGRATIONS", MIGRATIONS[:4])
-        with SqliteSubscriberStore(path) as store:
-            store.import_many(NewSubscriber(email=email, key=email) for email in readers)
+        SqliteSubscriberStore(path).close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        # As that release wrote them: today's store would look for tables added since.
+        db.executemany(
+            "INSERT INTO subscribers (email, key, tier, status, status_changed_at, created_at)"
+            " VALUES (?, ?, 'free', 'active', '2024-05-01T00:00:00+00:00',"
+            " '2024-05-01T00:00:00+00:00')",
+            [(email, email) for email in readers],
+        )
         for statement in rows:
             db.execute(statement)
     db.close()

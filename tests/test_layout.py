@@ -14,9 +14,9 @@ PACKAGE = ROOT / "composer"
 # Bottom to top. A name stands for that module and every module under it, except the
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe
-    # links and return paths that sending, the store and the bounce reader make from the
-    # settings alone.
+    # The vocabulary, the errors and the settings, signed tokens, and the signed links
+    # (unsubscribe, manage, read) and return paths that sending, the store, the bounce
+    # reader and the web side make from the settings alone.
     (
         "ground",
         (
@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.signing",
             "composer.unsubscribe",
             "composer.returnpath",
+            "composer.reader_links",
         ),
     ),
     ("composing", ("composer.composing",)),

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from composer.cli import cli
-from composer.composing.pipeline import compose_file
+from composer.composing.pipeline import ReaderUrls, compose_file
 from composer.composing.render import UNSUBSCRIBE_URL
 from composer.composing.scaffold import new_issue
 from composer.config import load_config
@@ -41,6 +41,7 @@ from composer.errors import (
     SmtpAuthError,
     SmtpConnectError,
 )
+from composer.reader_links import ReaderLinks
 from composer.sending.personalise import MessageTemplate
 from composer.sending.send import addresses_for_test, dispatch_status, send_issue
 from composer.sending.transport import SmtpTransport
@@ -68,15 +69,16 @@ def send(config_path: Path, **overrides):
 # -- personalisation ---------------------------------------------------------------------
 
 
-def test_each_copy_decodes_to_the_composed_tier_with_the_readers_own_link(config, monkeypatch):
+def test_each_copy_decodes_to_the_composed_tier_with_the_readers_own_links(config, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     links = UnsubscribeLinks.from_config(config)
+    reader_links = ReaderLinks.from_config(config)
     import email
     from email import policy
 
     for tier in ("free", "paid"):
         composed = compose_file(EXAMPLE_MD, config, tier)
-        template = MessageTemplate.build(composed, config, links=links)
+        template = MessageTemplate.build(composed, config, links=links, reader_links=reader_links)
         ids = set()
         for n in range(3):
             reader = Recipient(
@@ -94,9 +96,16 @@ def test_each_copy_decodes_to_the_composed_tier_with_the_readers_own_link(config
             message = email.message_from_bytes(data, policy=policy.default)
             assert not message.defects
             url = links.url(reader.key, composed.issue.slug)
+            urls = ReaderUrls(
+                unsubscribe=url,
+                manage=reader_links.manage_url(reader.key),
+                web=reader_links.web_url(reader.key, composed.issue.slug),
+            )
             text, html = (p.get_content().replace("\r\n", "\n") for p in message.iter_parts())
-            assert text == composed.text.replace(UNSUBSCRIBE_URL, url)
-            assert html == composed.html.replace(UNSUBSCRIBE_URL, url)
+            assert text == urls.fill(composed.text)
+            assert html == urls.fill(composed.html)
+            assert urls.manage in text and urls.manage in html
+            assert urls.web in text and urls.web in html
             assert message["To"].addresses[0].display_name == f"Zoë {n}"
             assert (
                 message["List-Unsubscribe"]
@@ -1110,10 +1119,12 @@ def test_lines_starting_with_a_dot_survive_the_smtp_transaction(send_config, smt
     [message] = smtp.messages()
     text = message.get_body(("plain",)).get_content()
     composed = compose_file(issue, config, "paid")
-    assert (
-        text.replace("\r\n", "\n").split("Unsubscribe:")[0]
-        == composed.text.split("Unsubscribe:")[0]
-    )
+
+    def notes(text: str) -> str:
+        return text.split("NOTES")[1].split("Share this issue")[0]
+
+    assert ".5 percent" in notes(composed.text)
+    assert notes(text.replace("\r\n", "\n")) == notes(composed.text)
 
 
 def test_outbox_command_stores_each_message_and_prints_a_line(tmp_path, config_path):

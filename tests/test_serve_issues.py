@@ -10,8 +10,14 @@ from xml.etree import ElementTree as ET
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML
+from composer.composing.pipeline import compose_file
+from composer.config import Config, load_config
+from composer.reader_links import ReaderLinks
+from composer.store import NewSubscriber, SubscriberStore
+from composer.web.serve import create_app
+from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML, with_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 FUTURE = (dt.date.today() + dt.timedelta(days=30)).isoformat()
@@ -154,3 +160,117 @@ def test_an_issue_that_loads_but_cannot_be_composed_is_404_and_logged_not_a_500(
     assert "[newsletter]" not in page.text
     assert "2024-04-03-odd.md:6: block 'A quote' is of kind 'pull-quote'" in caplog.text
     assert server.get("/issues/2024-04-26-older").status_code == 200
+
+
+def read_path(config: Config, key: str, slug: str = "2024-05-03-example") -> str:
+    return (
+        ReaderLinks.from_config(config).web_url(key, slug).removeprefix(config.newsletter.base_url)
+    )
+
+
+@pytest.fixture
+def readers(store: SubscriberStore) -> SubscriberStore:
+    store.save(NewSubscriber(email="paid@example.com", key="paid@example.com", tier="paid"))
+    store.save(NewSubscriber(email="free@example.com", key="free@example.com", tier="free"))
+    store.save(NewSubscriber(email="gone@example.com", key="gone@example.com", tier="paid"))
+    store.mark_status("gone@example.com", "unsubscribed", "test")
+    return store
+
+
+def test_a_paid_readers_token_shows_the_paid_edition_privately(
+    server: httpx.Client, config: Config, issues: Path, readers: SubscriberStore
+) -> None:
+    response = server.get(read_path(config, "paid@example.com"))
+    assert response.status_code == 200
+    assert "The Big Story in China Business" in response.text
+    assert "for paid subscribers" not in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-robots-tag"] == "noindex"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda path: path[:-2],
+        lambda path: path.replace("token=", "token=A"),
+        lambda path: path + "x",
+        lambda path: path.split("token=")[0] + "token=",
+        lambda path: path.split("token=")[0] + "token=%FF%00.%2e",
+    ],
+    ids=["cut", "payload-changed", "mac-changed", "empty", "junk"],
+)
+def test_a_tampered_token_shows_the_free_edition_never_an_error(
+    server: httpx.Client, config: Config, issues: Path, readers: SubscriberStore, tamper
+) -> None:
+    response = server.get(tamper(read_path(config, "paid@example.com")))
+    assert response.status_code == 200
+    assert "The Big Story in China Business" not in response.text
+    assert "The rest of this issue is for paid subscribers." in response.text
+    assert 'name="email"' in response.text  # the stranger's subscribe form
+
+
+@pytest.mark.parametrize("key", ["gone@example.com", "nobody@example.com"])
+def test_a_token_of_a_reader_who_left_or_is_unknown_shows_the_free_edition(
+    server: httpx.Client, config: Config, issues: Path, readers: SubscriberStore, key: str
+) -> None:
+    response = server.get(read_path(config, key))
+    assert response.status_code == 200
+    assert "The Big Story in China Business" not in response.text
+
+
+def test_other_tokens_do_not_open_the_paid_edition(
+    server: httpx.Client, config: Config, issues: Path, readers: SubscriberStore
+) -> None:
+    manage = ReaderLinks.from_config(config).manage_url("paid@example.com").split("token=")[1]
+    response = server.get(f"/issues/2024-05-03-example?token={manage}")
+    assert "The Big Story in China Business" not in response.text
+
+
+def test_the_panel_offers_strangers_a_subscribe_form_and_upgrade_when_configured(
+    server: httpx.Client, config_path: Path, issues: Path
+) -> None:
+    without = server.get("/issues/2024-05-03-example").text
+    assert 'action="https://news.example.com/subscribe"' in without
+    assert 'method="get"' in without and "<script" not in without
+    assert "Upgrade" not in without
+    with_settings(config_path, "newsletter", upgrade_url='"https://pay.example.com/join"')
+    app = create_app(load_config(config_path))
+    with TestClient(app) as client:
+        page = client.get("/issues/2024-05-03-example").text
+    assert 'href="https://pay.example.com/join"' in page and "Upgrade" in page
+    assert 'name="email"' in page
+
+
+def test_a_free_readers_token_shows_the_panel_with_upgrade_and_no_subscribe_form(
+    config_path: Path, issues: Path, readers: SubscriberStore
+) -> None:
+    with_settings(config_path, "newsletter", upgrade_url='"https://pay.example.com/join"')
+    config = load_config(config_path)
+    with TestClient(create_app(config)) as client:
+        page = client.get(read_path(config, "free@example.com")).text
+    assert "The rest of this issue is for paid subscribers." in page
+    assert "Upgrade" in page and 'name="email"' not in page
+
+
+def test_share_links_are_in_the_email_and_web_version_unless_share_is_false(
+    config_path: Path, issues: Path
+) -> None:
+    shares = (
+        "mailto:?subject=",
+        "https://x.com/intent/tweet?",
+        "linkedin.com/sharing",
+        "facebook.com/sharer",
+    )
+    public = "https%3A%2F%2Fnews.example.com%2Fissues%2F2024-05-03-example"
+    for share in (True, False):
+        with_settings(config_path, "newsletter", share=str(share).lower())
+        config = load_config(config_path)
+        email = compose_file(EXAMPLE_MD, config, "free")
+        with TestClient(create_app(config)) as client:
+            web = client.get("/issues/2024-05-03-example").text
+        for html in (email.html, web):
+            assert all((link in html) is share for link in shares)
+            assert (public in html) is share
+        assert ("Share this issue: https://news.example.com/issues/" in email.text) is share
+        # Copy the link: a plain read-only field on the web version only.
+        assert ('id="nl-link"' in web) is share and 'id="nl-link"' not in email.html

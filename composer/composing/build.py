@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.composing.message import build_message
-from composer.composing.pipeline import ComposedIssue, compose_file, generic_unsubscribe_url
+from composer.composing.pipeline import ComposedIssue, compose_file, generic_urls
 from composer.config import Config
 from composer.model import Tier
 
@@ -19,9 +19,8 @@ class BuildResult:
 
 def build_issue(path: Path, config: Config, tier: Tier, out_dir: Path) -> BuildResult:
     """Compose ``path`` for ``tier`` and write ``<slug>.html``, ``.txt``, ``.mjml``, ``.eml``."""
-    composed = compose_file(path, config, tier).with_unsubscribe_url(
-        generic_unsubscribe_url(config)
-    )
+    composed = compose_file(path, config, tier)
+    composed = composed.with_urls(generic_urls(composed.issue, config))
     message = build_message(composed, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {

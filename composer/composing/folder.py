@@ -35,6 +35,10 @@ base_url = "https://news.example.com"
 address = "1 Example Street, Springfield"   # the postal address in every footer
 test_recipients = ["editor@example.com"]    # who `newsletter send-test` sends to
 lang = "en"                                 # the issues' language: quotes, <html lang>
+# upgrade_url = "https://example.com/upgrade" # the paid-subscription page: an Upgrade button
+# privacy_url = "https://example.com/privacy" # linked from every footer and page
+# terms_url = "https://example.com/terms"
+# share = false                             # no share links in the email and web version
 # Your own templates, searched before the defaults file by file;
 # `newsletter templates copy NAME` starts one from the default.
 # templates = "templates"

@@ -17,7 +17,14 @@ from pathlib import Path
 from composer.composing.inline import inline_css
 from composer.composing.load import load_issue
 from composer.composing.mjml_html import mjml_to_html
-from composer.composing.render import UNSUBSCRIBE_URL, render_mjml, web_url
+from composer.composing.render import (
+    MANAGE_URL,
+    READER_WEB_URL,
+    UNSUBSCRIBE_URL,
+    WebView,
+    render_mjml,
+    web_url,
+)
 from composer.composing.text import render_text
 from composer.composing.typography import typeset
 from composer.composing.validate import validate_issue
@@ -29,8 +36,34 @@ WORDS_PER_MINUTE = 230
 
 
 @dataclass(frozen=True)
+class ReaderUrls:
+    """The links one copy carries in place of the placeholders: its reader's own, or the
+    generic pages for a copy that goes to no one in particular (:func:`generic_urls`)."""
+
+    unsubscribe: str
+    manage: str
+    web: str
+
+    def fill(self, content: str) -> str:
+        """``content`` with each placeholder replaced by its link."""
+        for placeholder, url in self.by_placeholder().items():
+            content = content.replace(placeholder, url)
+        return content
+
+    def by_placeholder(self) -> dict[str, str]:
+        """Each placeholder of :mod:`composer.composing.render` and the link it stands for."""
+        return {
+            UNSUBSCRIBE_URL: self.unsubscribe,
+            MANAGE_URL: self.manage,
+            READER_WEB_URL: self.web,
+        }
+
+
+@dataclass(frozen=True)
 class ComposedIssue:
-    """An issue composed for one tier: the MJML, the inlined HTML and the plain text."""
+    """An issue composed for one tier: the MJML, the inlined HTML and the plain text, with
+    placeholders for each reader's links (:class:`ReaderUrls`). ``web_url`` is the
+    issue's public web version."""
 
     issue: Issue
     tier: Tier
@@ -54,20 +87,17 @@ class ComposedIssue:
     def reading_minutes(self) -> int:
         return max(1, math.ceil(self.word_count / WORDS_PER_MINUTE))
 
-    def with_unsubscribe_url(self, url: str) -> ComposedIssue:
-        """A copy with the recipient's unsubscribe link in place of the placeholder."""
-        return dataclasses.replace(
-            self,
-            html=self.html.replace(UNSUBSCRIBE_URL, url),
-            text=self.text.replace(UNSUBSCRIBE_URL, url),
-        )
+    def with_urls(self, urls: ReaderUrls) -> ComposedIssue:
+        """A copy with ``urls`` in place of the placeholders."""
+        return dataclasses.replace(self, html=urls.fill(self.html), text=urls.fill(self.text))
 
 
-def compose(issue: Issue, config: Config, tier: Tier) -> ComposedIssue:
-    """Compose a loaded ``issue`` for readers of ``tier``."""
+def compose(issue: Issue, config: Config, tier: Tier, web: WebView | None = None) -> ComposedIssue:
+    """Compose a loaded ``issue`` for readers of ``tier``: their email, or with ``web``
+    the web version (whose plain text is the email's)."""
     validate_issue(issue, config.newsletter.templates)
     typeset_issue = typeset(issue, config)
-    mjml = render_mjml(typeset_issue, config, tier)
+    mjml = render_mjml(typeset_issue, config, tier, web)
     html = inline_css(mjml_to_html(mjml))
     text = render_text(typeset_issue, config, tier)
     return ComposedIssue(
@@ -87,6 +117,11 @@ def compose_file(path: Path, config: Config, tier: Tier) -> ComposedIssue:
     return compose(load_issue(path), config, tier)
 
 
-def generic_unsubscribe_url(config: Config) -> str:
-    """The unsubscribe page for copies that go to no one subscriber (build, preview)."""
-    return f"{config.newsletter.base_url}/unsubscribe"
+def generic_urls(issue: Issue, config: Config) -> ReaderUrls:
+    """The links of a copy that goes to no one subscriber (build, preview, the web
+    version): the pages that say where a reader's own links are, and the public web
+    version."""
+    base = config.newsletter.base_url
+    return ReaderUrls(
+        unsubscribe=f"{base}/unsubscribe", manage=f"{base}/manage", web=web_url(issue, config)
+    )

@@ -12,6 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -24,10 +25,15 @@ from composer.model import Block, Issue, Tier
 
 EMAIL_TEMPLATE = "email.mjml.j2"
 
-# Stands for each recipient's own unsubscribe link in the composed email; the
-# sender swaps it per recipient in the serialised message, and `build` and the
-# preview fill in the newsletter's generic unsubscribe page.
+# Stand for each recipient's own links in the composed email: their unsubscribe link,
+# their "Manage your subscription" link and their own web version (which opens the
+# edition their tier reads). The sender swaps them per recipient in the serialised
+# message; `build`, the preview and the web version fill in the generic pages
+# (:func:`composer.composing.pipeline.generic_urls`).
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
+MANAGE_URL = "%%manage_url%%"
+READER_WEB_URL = "%%web_url%%"
+PLACEHOLDERS = (UNSUBSCRIBE_URL, MANAGE_URL, READER_WEB_URL)
 
 # What a template calls the values it is given, for errors about them: jinja2 names
 # the Python class ("'composer.composing.render.BlockView object' has no attribute …").
@@ -36,6 +42,8 @@ _TEMPLATE_NAMES = {
     "ItemView": "item",
     "Issue": "issue",
     "NewsletterSettings": "newsletter",
+    "WebView": "web",
+    "ShareLink": "link",
 }
 _NO_ATTRIBUTE = re.compile(r"^'(?:[\w.]+\.)?(\w+) object' has no attribute ('[^']*')$")
 
@@ -53,6 +61,26 @@ class BlockView:
     heading_html: Markup
     body_html: Markup
     items: tuple[ItemView, ...]
+
+
+@dataclass(frozen=True)
+class ShareLink:
+    """Where a reader can share the issue: a plain link, no script."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class WebView:
+    """How the web version differs from the email: a link to the archive above it, and
+    in place of the "Keep reading" button a subscribe form (``subscribe_url``; none for
+    a known ``reader``) and an Upgrade button to ``upgrade_url`` (none when it is empty)."""
+
+    archive_url: str
+    subscribe_url: str
+    upgrade_url: str
+    reader: bool
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,9 +101,25 @@ def web_url(issue: Issue, config: Config) -> str:
     return f"{config.newsletter.base_url}/issues/{issue.slug}"
 
 
-def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
+def share_links(issue: Issue, config: Config) -> tuple[ShareLink, ...]:
+    """The issue's public web version shared by email, on X, LinkedIn and Facebook; none
+    when ``[newsletter] share`` is false. The same for every reader: no token in them."""
+    if not config.newsletter.share:
+        return ()
+    url = quote(web_url(issue, config), safe="")
+    title = quote(issue.title, safe="")
+    return (
+        ShareLink("Email", f"mailto:?subject={title}&body={url}"),
+        ShareLink("X", f"https://x.com/intent/tweet?url={url}&text={title}"),
+        ShareLink("LinkedIn", f"https://www.linkedin.com/sharing/share-offsite/?url={url}"),
+        ShareLink("Facebook", f"https://www.facebook.com/sharer/sharer.php?u={url}"),
+    )
+
+
+def render_mjml(issue: Issue, config: Config, tier: Tier, web: WebView | None = None) -> str:
     """The MJML source of ``issue``, already typeset
-    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it."""
+    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it by
+    email, or on the web version when ``web`` says what its panel holds."""
     environment = template_environment(config.newsletter.templates)
     lang = issue.lang
     context = {
@@ -89,8 +133,12 @@ def render_mjml(issue: Issue, config: Config, tier: Tier) -> str:
         "blocks": [_block_view(block, lang) for block in issue.blocks_for(tier)],
         "tier": tier,
         "cut": issue.is_cut_for(tier),
-        "web_url": web_url(issue, config),
+        "web_url": READER_WEB_URL,
+        "public_url": web_url(issue, config),
+        "manage_url": MANAGE_URL,
         "unsubscribe_url": UNSUBSCRIBE_URL,
+        "share_links": share_links(issue, config),
+        "web": web,
     }
     try:
         return environment.get_template(EMAIL_TEMPLATE).render(context)

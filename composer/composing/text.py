@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from markdown_it.token import Token
 
 from composer.composing.markdown import parse
-from composer.composing.render import UNSUBSCRIBE_URL, web_url
+from composer.composing.render import MANAGE_URL, READER_WEB_URL, UNSUBSCRIBE_URL, web_url
 from composer.config import Config
 from composer.model import Issue, Tier
 
@@ -24,8 +24,9 @@ WIDTH = 72
 def render_text(issue: Issue, config: Config, tier: Tier) -> str:
     """The plain-text body of ``issue``, already typeset
     (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it."""
-    name = config.newsletter.name
-    url = web_url(issue, config)
+    newsletter = config.newsletter
+    name = newsletter.name
+    url = READER_WEB_URL
     lang = issue.lang
     parts = [name.upper(), "=" * len(name), "", _wrap(issue.title)]
     if issue.subtitle:
@@ -44,10 +45,21 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
             parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}", lang)]
     if issue.is_cut_for(tier):
         parts += ["", "", "The rest of this issue is for paid subscribers.", f"Keep reading: {url}"]
+    if newsletter.share:
+        parts += ["", f"Share this issue: {web_url(issue, config)}"]
     parts += ["", "", "-- ", f"© {issue.date.year} {name}"]
-    if config.newsletter.address:
-        parts.append(config.newsletter.address)
-    parts += [f"Unsubscribe: {UNSUBSCRIBE_URL}", ""]
+    if newsletter.address:
+        parts.append(newsletter.address)
+    parts += [
+        f"You are receiving this because you subscribed to {name}.",
+        f"Manage your subscription: {MANAGE_URL}",
+        f"Unsubscribe: {UNSUBSCRIBE_URL}",
+    ]
+    if newsletter.privacy_url:
+        parts.append(f"Privacy: {newsletter.privacy_url}")
+    if newsletter.terms_url:
+        parts.append(f"Terms: {newsletter.terms_url}")
+    parts.append("")
     return "\n".join(parts)
 
 

@@ -4,9 +4,10 @@ Building a message with the :mod:`email` package costs about 11 ms for a 60 KB i
 a dispatch cannot afford that per recipient. :class:`MessageTemplate` writes the
 MIME structure itself, once per issue and tier, as a list of byte strings with holes
 for the values that differ per recipient: ``To``, ``Message-ID``, the
-``List-Unsubscribe`` headers and the unsubscribe link in both bodies; beside the
-message, the envelope sender, when each copy has its own (a VERP return path,
-:mod:`composer.returnpath`).
+``List-Unsubscribe`` headers, and in both bodies the reader's links that the composed
+issue holds placeholders for (unsubscribe, manage, their own web version: see
+:class:`~composer.composing.pipeline.ReaderUrls`). Each link costs one HMAC and one
+short quoted-printable encoding per copy, however often it appears.
 
 Each body is quoted-printable. A hole always starts on a fresh line (the text before
 it ends in a soft line break, ``=`` CRLF), and the value is quoted-printable encoded
@@ -45,10 +46,11 @@ from typing import Literal, NamedTuple
 from email_validator import EmailNotValidError, validate_email
 
 from composer.composing.message import WIRE_POLICY
-from composer.composing.pipeline import ComposedIssue
-from composer.composing.render import UNSUBSCRIBE_URL
+from composer.composing.pipeline import ComposedIssue, ReaderUrls, generic_urls
+from composer.composing.render import MANAGE_URL, PLACEHOLDERS, READER_WEB_URL, UNSUBSCRIBE_URL
 from composer.config import Config
 from composer.errors import UnsendableAddress
+from composer.reader_links import ReaderLinks
 from composer.returnpath import DispatchReturnPath
 from composer.store.deliveries import Recipient
 from composer.unsubscribe import UnsubscribeLinks
@@ -69,8 +71,11 @@ _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _SHARED_FIELDS = {"subject", "from", "reply-to", "date", "mime-version", "content-type"}
 _PERSONAL_FIELDS = {"to", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
 
-# How the unsubscribe link in a hole is encoded: as it is, or HTML-escaped.
+# How the link in a hole is encoded: as it is, or HTML-escaped.
 HoleKind = Literal["text", "html"]
+# A hole: the placeholder it replaces and how its link is encoded.
+Hole = tuple[str, HoleKind]
+_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
 
 
 class PersonalCopy(NamedTuple):
@@ -91,11 +96,12 @@ class MessageTemplate:
 
     shared_headers: bytes
     bodies: tuple[bytes, ...]  # text around the holes, in order; the holes alternate
-    hole_kinds: tuple[HoleKind, ...]  # how the link in each hole is encoded
+    holes: tuple[Hole, ...]  # which link fills each hole, and how it is encoded
     domain: str
     issue: str
     links: UnsubscribeLinks | None
-    fallback_url: str
+    reader_links: ReaderLinks | None
+    generic: ReaderUrls
     unique_ids: bool
     # The dispatch's VERP return paths ([bounces] address): each subscriber's copy goes
     # out from its own signed address, so a bounce names it whatever the report says.
@@ -108,11 +114,13 @@ class MessageTemplate:
         config: Config,
         *,
         links: UnsubscribeLinks | None,
+        reader_links: ReaderLinks | None = None,
         subject_prefix: str = "",
         unique_ids: bool = False,
     ) -> MessageTemplate:
         """Serialise ``composed``. With ``links`` each copy gets its reader's own signed
-        unsubscribe link and List-Unsubscribe headers; without, the generic page.
+        unsubscribe link and List-Unsubscribe headers, with ``reader_links`` their own
+        manage link and web version; without, the generic pages.
         ``unique_ids`` gives every copy a random Message-ID (for tests); otherwise a
         reader's Message-ID is the same on every attempt, so a receiver that keeps
         Message-IDs can fold the rare duplicate a crash may cause."""
@@ -129,42 +137,48 @@ class MessageTemplate:
         check_header_block(shared, _SHARED_FIELDS)
 
         pieces: list[bytes] = [b""]
-        kinds: list[HoleKind] = []
+        holes: list[Hole] = []
         for subtype, content in (("plain", composed.text), ("html", composed.html)):
             pieces[-1] += (
                 f"--{boundary}\r\n"
                 f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
             ).encode("ascii")
-            segments = content.split(UNSUBSCRIBE_URL)
-            for number, segment in enumerate(segments):
+            # re.split with a group: text, placeholder, text, …, text.
+            parts = _PLACEHOLDER.split(content)
+            for segment, placeholder in zip(parts[::2], [*parts[1::2], None], strict=True):
                 encoded = quoted_printable(segment)
-                if number < len(segments) - 1:
+                if placeholder is not None:
                     pieces[-1] += soft_break_after(encoded)
                     pieces.append(b"")
-                    kinds.append("html" if subtype == "html" else "text")
+                    holes.append((placeholder, "html" if subtype == "html" else "text"))
                 else:
                     pieces[-1] += encoded + CRLF
         pieces[-1] += f"--{boundary}--\r\n".encode("ascii")
         return cls(
             shared_headers=shared,
             bodies=tuple(pieces),
-            hole_kinds=tuple(kinds),
+            holes=tuple(holes),
             domain=config.newsletter.sender.domain,
             issue=composed.issue.slug,
             links=links,
-            fallback_url=f"{config.newsletter.base_url}/unsubscribe",
+            reader_links=reader_links,
+            generic=generic_urls(composed.issue, config),
             unique_ids=unique_ids,
         )
 
     def render(self, recipient: Recipient) -> PersonalCopy:
         """``recipient``'s copy; :class:`UnsendableAddress` if their address cannot be
         written safely."""
+        key = recipient.link_key
+        urls = self.generic.by_placeholder()
+        unsubscribe: dict[str, str] = {}
         if self.links is not None:
-            url = self.links.url(recipient.link_key, self.issue)
-            unsubscribe = self.links.headers(recipient.link_key, self.issue)
-        else:
-            url, unsubscribe = self.fallback_url, {}
+            urls[UNSUBSCRIBE_URL] = self.links.url(key, self.issue)
+            unsubscribe = self.links.headers_for(urls[UNSUBSCRIBE_URL])
+        if self.reader_links is not None:
+            urls[MANAGE_URL] = self.reader_links.manage_url(key)
+            urls[READER_WEB_URL] = self.reader_links.web_url(key, self.issue)
         message_id = self.message_id(recipient)
         address = envelope_address(recipient.email)
         personal = [
@@ -176,11 +190,16 @@ class MessageTemplate:
         personal_block = CRLF.join(personal) + CRLF
         check_header_block(personal_block, _PERSONAL_FIELDS)
 
-        text_link = soft_break_after(quoted_printable(url))
-        html_link = soft_break_after(quoted_printable(html.escape(url, quote=True)))
+        encoded: dict[Hole, bytes] = {}
         out = [personal_block, self.shared_headers, CRLF, self.bodies[0]]
-        for kind, body in zip(self.hole_kinds, self.bodies[1:], strict=True):
-            out.append(html_link if kind == "html" else text_link)
+        for hole, body in zip(self.holes, self.bodies[1:], strict=True):
+            if hole not in encoded:
+                placeholder, kind = hole
+                url = urls[placeholder]
+                encoded[hole] = soft_break_after(
+                    quoted_printable(html.escape(url, quote=True) if kind == "html" else url)
+                )
+            out.append(encoded[hole])
             out.append(body)
         return_path = ""
         if self.return_path is not None and recipient.subscriber_id is not None:

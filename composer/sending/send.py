@@ -32,6 +32,7 @@ from composer.errors import (
     NewsletterError,
 )
 from composer.model import Issue, Tier
+from composer.reader_links import ReaderLinks
 from composer.returnpath import ReturnPaths
 from composer.sending.brake import ReputationBrake
 from composer.sending.dispatch import (
@@ -189,9 +190,10 @@ def send_issue(
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
+    reader_links = ReaderLinks.from_config(config)
     variants = compose_variants(issue_path, config, segment, skip_check=skip_check)
     templates = {
-        tier: MessageTemplate.build(composed, config, links=links)
+        tier: MessageTemplate.build(composed, config, links=links, reader_links=reader_links)
         for tier, composed in variants.items()
     }
     returns = ReturnPaths.from_config(config)
@@ -281,6 +283,7 @@ def send_test(
         composed,
         config,
         links=UnsubscribeLinks.from_config(config),
+        reader_links=ReaderLinks.from_config(config),
         subject_prefix="[TEST] ",
         unique_ids=True,
     )

@@ -19,7 +19,11 @@ Statuses only move forward by accident-proof rules, the same in every store:
 - an ``active`` subscriber may become unsubscribed, bounced or complained;
 - an inactive subscriber is left exactly as it is by an import or a plain add;
   only ``save(..., resubscribe=True)`` (``subscribers add --resubscribe``) makes
-  it active again.
+  it active again;
+- an erased reader (:meth:`SubscriberStore.erase`) leaves only a suppression
+  (:mod:`composer.store.personal`): no import or save adds the address again until
+  :meth:`SubscriberStore.lift_suppression`, which only the person's own confirmed
+  signup may call.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from composer.errors import StoreBusy
+from composer.errors import AddressSuppressed, StoreBusy
 from composer.model import Tier
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
         TracedDelivery,
     )
     from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
+    from composer.store.personal import PersonalData
     from composer.store.schedules import ScheduleBook
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
@@ -89,13 +94,15 @@ class NewSubscriber:
 @dataclass(frozen=True)
 class ImportCounts:
     """What an import did, row by row; ``duplicates`` repeat an address (in any letter
-    case) seen earlier in the same import and are folded into that first row."""
+    case) seen earlier in the same import and are folded into that first row;
+    ``suppressed`` are addresses erased at their owner's request, left out."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     kept_inactive: int = 0
     duplicates: int = 0
+    suppressed: int = 0
 
 
 class SubscriberStore(Protocol):
@@ -107,11 +114,32 @@ class SubscriberStore(Protocol):
     def save(
         self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
     ) -> tuple[Subscriber, Change]:
-        """Add or update one subscriber by the rules in this module's docstring."""
+        """Add or update one subscriber by the rules in this module's docstring;
+        :class:`~composer.errors.AddressSuppressed` for an erased address."""
 
     def import_many(self, rows: Iterable[NewSubscriber], *, batch_size: int = 1000) -> ImportCounts:
-        """Save a stream of rows in batched transactions, folding repeated addresses;
-        never resubscribes anyone and never holds more than one batch in memory."""
+        """Save a stream of rows in batched transactions, folding repeated addresses and
+        leaving out suppressed ones; never resubscribes anyone and never holds more than
+        one batch in memory."""
+
+    def rename(self, key: str, name: str) -> Subscriber | None:
+        """Set the name of subscriber ``key``; None when ``key`` is unknown."""
+
+    def personal_data(self, key: str) -> PersonalData | None:
+        """Everything held about subscriber ``key`` (row, status history, deliveries), or
+        None when ``key`` is unknown."""
+
+    def erase(self, key: str) -> bool:
+        """Delete subscriber ``key`` with their history and deliveries, and suppress the
+        address (:mod:`composer.store.personal`), in one transaction; False when ``key``
+        is unknown (nothing is done)."""
+
+    def is_suppressed(self, key: str) -> bool:
+        """Whether address key ``key`` belongs to an erased reader."""
+
+    def lift_suppression(self, key: str) -> bool:
+        """Forget the suppression of ``key`` (its owner signed up again and confirmed);
+        whether there was one."""
 
     def mark_status(self, key: str, status: InactiveStatus, reason: str) -> Subscriber | None:
         """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown.
@@ -230,6 +258,14 @@ def address_key(normalized: str) -> str:
 def segment_tiers(segment: Segment) -> tuple[Tier, ...]:
     """The tiers a dispatch segment reaches."""
     return ("free", "paid") if segment == "all" else (segment,)
+
+
+def suppressed_address(email: str) -> AddressSuppressed:
+    """The error for saving an address whose owner had their data erased."""
+    return AddressSuppressed(
+        f"{email} is suppressed: its owner had their data deleted, so it is not added"
+        " again; only their own confirmed signup can bring it back"
+    )
 
 
 def classify(old: Subscriber | None, new: NewSubscriber, *, resubscribe: bool) -> Change:

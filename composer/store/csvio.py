@@ -56,10 +56,15 @@ class ImportReport:
     def summary(self) -> str:
         """One line saying what happened to every row."""
         counts = self.counts
+        suppressed = (
+            f" {counts.suppressed} suppressed (their owners had their data deleted),"
+            if counts.suppressed
+            else ""
+        )
         return (
             f"{self.path}: {counts.added} added, {counts.updated} updated,"
             f" {counts.unchanged} unchanged, {counts.kept_inactive} left unsubscribed"
-            f" (or bounced), {counts.duplicates} duplicates folded,"
+            f" (or bounced), {counts.duplicates} duplicates folded,{suppressed}"
             f" {len(self.rejected)} rejected"
         )
 

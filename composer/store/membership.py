@@ -87,12 +87,15 @@ def remove_subscriber(store: SubscriberStore, email: str) -> tuple[Subscriber, b
     return marked, True
 
 
-def record_unsubscribe(store: SubscriberStore, key: str, email: str, reason: str) -> Subscriber:
+def record_unsubscribe(
+    store: SubscriberStore, key: str, email: str, reason: str
+) -> Subscriber | None:
     """Record that the reader ``key`` (``email`` as their link carries it) asked to leave.
     An address no longer on the list (a database rebuilt from an old export) is added
-    unsubscribed, so that no later import can add it back. Doing it twice changes nothing."""
+    unsubscribed, so that no later import can add it back; an erased one, already
+    suppressed, is left alone (None). Doing it twice changes nothing."""
     subscriber = store.mark_status(key, "unsubscribed", reason)
-    if subscriber is not None:
+    if subscriber is not None or store.is_suppressed(key):
         return subscriber
     new = NewSubscriber(email=email, key=key, status="unsubscribed", status_reason=reason)
     return store.save(new)[0]

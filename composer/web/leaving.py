@@ -100,7 +100,7 @@ class LaterUnsubscribes:
                     "database busy (%s): unsubscribe queued in %s", exc.__cause__, self.queue.path
                 )
             else:
-                return subscriber.email
+                return subscriber.email if subscriber else wish.email
         await run_in_threadpool(self.queue.add, wish)
         self.start()
         return wish.email
@@ -129,7 +129,7 @@ def _lookup(settings: SubscriberSettings, key: str) -> Subscriber | None:
         return store.get(key)
 
 
-def _unsubscribe(settings: SubscriberSettings, wish: QueuedUnsubscribe) -> Subscriber:
+def _unsubscribe(settings: SubscriberSettings, wish: QueuedUnsubscribe) -> Subscriber | None:
     with open_store(settings, apply_queued=False) as store:
         return record_unsubscribe(store, wish.key, wish.email, wish.reason)
 

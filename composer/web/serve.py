@@ -1,7 +1,8 @@
 """``newsletter serve``: the small web service at base_url, put together from its groups
 of routes (:mod:`composer.web.reading`: the archive, feed and issue pages;
 :mod:`composer.web.leaving`: unsubscribing; :mod:`composer.web.webhooks`: the bounces
-and complaints email services report), which share a :class:`Site`.
+and complaints email services report; :mod:`composer.web.manage`: a reader's own
+subscription and data), which share a :class:`Site`.
 
 Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
 (the webhooks: :data:`composer.web.webhooks.MAX_BODY_BYTES`) gets 413 unread, and
@@ -23,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
-from composer.web import leaving, reading, webhooks
+from composer.web import leaving, manage, reading, webhooks
 from composer.web.esp.sns import SnsFetcher
 from composer.web.guards import BodyLimit, SecurityHeaders
 from composer.web.listen import listen
@@ -85,6 +86,7 @@ def create_app(
             *reading.routes(site),
             *leaving.routes(site, later),
             *webhooks.routes(config, sns_fetcher),
+            *manage.routes(site, later),
         ],
         lifespan=lifespan,
     )

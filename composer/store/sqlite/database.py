@@ -183,6 +183,14 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
     CREATE INDEX feedback_by_subscriber ON feedback (subscriber_id, kind, recorded_at);
     CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id, updated_at);
     """,
+    # 8: the suppressions erasures leave: a one-way digest of each erased
+    # reader's address key (composer.store.personal), and when it was made.
+    """
+    CREATE TABLE suppressions (
+        digest TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -411,6 +411,16 @@ def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | N
     )
 
 
+def deliveries_of(db: sqlite3.Connection, subscriber_id: int) -> tuple[Delivery, ...]:
+    """Every delivery to subscriber ``subscriber_id``, oldest first."""
+    rows = db.execute(
+        f"SELECT {_DELIVERY_SELECT} FROM deliveries AS d WHERE d.subscriber_id = ?"
+        " ORDER BY d.updated_at, d.issue",
+        (subscriber_id,),
+    )
+    return tuple(_delivery(row) for row in rows)
+
+
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     issue, sid, email, state, attempts, code, reply, retryable, message_id, updated = row
     return Delivery(

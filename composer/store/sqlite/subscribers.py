@@ -6,6 +6,7 @@ the delivery record of each issue is :mod:`composer.store.sqlite.deliveries`'.
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -25,7 +26,9 @@ from composer.store import (
     Subscriber,
     classify,
     segment_tiers,
+    suppressed_address,
 )
+from composer.store.personal import PersonalData, StatusChange, suppression_digest
 from composer.store.sqlite.database import (
     connect,
     migrate,
@@ -34,7 +37,12 @@ from composer.store.sqlite.database import (
     unusable,
     write_transaction,
 )
-from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
+from composer.store.sqlite.deliveries import (
+    SqliteDispatchJournal,
+    deliveries_of,
+    find_delivery,
+    find_dispatches,
+)
 from composer.store.sqlite.feedback import feedback_counts, recent_feedback, record_feedback
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 from composer.store.sqlite.schedules import SqliteScheduleBook
@@ -98,6 +106,8 @@ class SqliteSubscriberStore:
         """Add or update one subscriber by the rules in :mod:`composer.store`."""
         with write_transaction(self._db, self.path):
             old = self.get(new.key)
+            if old is None and self._suppressed([new.key]):
+                raise suppressed_address(new.email)
             change = classify(old, new, resubscribe=resubscribe)
             self._apply([(old, new, change)], reason or new.status_reason)
         saved = self.get(new.key)
@@ -111,7 +121,9 @@ class SqliteSubscriberStore:
         # set, so memory stays flat however long the file is.
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (key TEXT PRIMARY KEY)")
         self._db.execute("DELETE FROM temp.import_seen")
-        counts = dict.fromkeys(("added", "updated", "unchanged", "kept_inactive", "duplicates"), 0)
+        counts = dict.fromkeys(
+            ("added", "updated", "unchanged", "kept_inactive", "duplicates", "suppressed"), 0
+        )
         saved = 0
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
@@ -162,8 +174,12 @@ class SqliteSubscriberStore:
                 keys,
             )
         }
+        suppressed = self._suppressed([key for key in fresh if key not in existing])
         plan = []
         for key, new in fresh.items():
+            if key in suppressed:
+                counts["suppressed"] += 1
+                continue
             old = existing.get(key)
             change = classify(old, new, resubscribe=False)
             counts[change] += 1
@@ -220,6 +236,84 @@ class SqliteSubscriberStore:
                 (status, now_text(), reason, key, status),
             )
         return self.get(key)
+
+    def rename(self, key: str, name: str) -> Subscriber | None:
+        """Set the name of subscriber ``key``; None when ``key`` is unknown."""
+        with write_transaction(self._db, self.path):
+            self._db.execute("UPDATE subscribers SET name = ? WHERE key = ?", (name, key))
+        return self.get(key)
+
+    def personal_data(self, key: str) -> PersonalData | None:
+        """Everything held about subscriber ``key``, or None when ``key`` is unknown."""
+        subscriber = self.get(key)
+        if subscriber is None:
+            return None
+        history = tuple(
+            StatusChange(
+                status=cast(Status, status),
+                changed_at=dt.datetime.fromisoformat(changed_at),
+                reason=reason,
+            )
+            for status, changed_at, reason in self._db.execute(
+                "SELECT status, changed_at, reason FROM status_changes"
+                " WHERE subscriber_id = ? ORDER BY id",
+                (subscriber.id,),
+            )
+        )
+        return PersonalData(
+            subscriber=subscriber,
+            history=history,
+            deliveries=deliveries_of(self._db, subscriber.id),
+        )
+
+    def erase(self, key: str) -> bool:
+        """Delete subscriber ``key``, their history and deliveries, and suppress the address.
+        The freed space is overwritten (``secure_delete``) and the write-ahead log folded
+        back and emptied, so no copy of the erased rows stays in the files."""
+        # SQLite otherwise leaves deleted rows' bytes in free pages until they are reused.
+        self._db.execute("PRAGMA secure_delete = ON")
+        with write_transaction(self._db, self.path):
+            row = self._db.execute("SELECT id FROM subscribers WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return False
+            for table, column in (
+                ("deliveries", "subscriber_id"),
+                ("status_changes", "subscriber_id"),
+                ("subscribers", "id"),
+            ):
+                self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+            self._db.execute(
+                "INSERT OR IGNORE INTO suppressions (digest, created_at) VALUES (?, ?)",
+                (suppression_digest(key), now_text()),
+            )
+        # Best effort: a reader holding an old snapshot keeps the log until it finishes.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
+    def is_suppressed(self, key: str) -> bool:
+        """Whether address key ``key`` belongs to an erased reader."""
+        return bool(self._suppressed([key]))
+
+    def lift_suppression(self, key: str) -> bool:
+        """Forget the suppression of ``key``; whether there was one."""
+        with write_transaction(self._db, self.path):
+            cursor = self._db.execute(
+                "DELETE FROM suppressions WHERE digest = ?", (suppression_digest(key),)
+            )
+        return cursor.rowcount > 0
+
+    def _suppressed(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` whose address is suppressed."""
+        digests = {suppression_digest(key): key for key in keys}
+        if not digests:
+            return set()
+        marks = ",".join("?" * len(digests))
+        return {
+            digests[digest]
+            for (digest,) in self._db.execute(
+                f"SELECT digest FROM suppressions WHERE digest IN ({marks})", list(digests)
+            )
+        }
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
         """Every subscriber in insertion order, read ``batch_size`` rows at a time."""

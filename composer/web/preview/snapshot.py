@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from composer.composing.check import Finding
-from composer.composing.pipeline import ComposedIssue, generic_unsubscribe_url
+from composer.composing.pipeline import ComposedIssue, ReaderUrls, generic_urls
 from composer.config import Config
 from composer.errors import IssueError, NewsletterError, SubscriberError, location
 from composer.model import Tier
+from composer.reader_links import ReaderLinks
 from composer.store import Subscriber, open_store
 from composer.store.membership import checked_key
 from composer.unsubscribe import UnsubscribeLinks
@@ -52,10 +53,11 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Reader:
-    """A subscriber the preview is shown as: their tier and their own unsubscribe link."""
+    """A subscriber the preview is shown as: their tier and their own links."""
 
     subscriber: Subscriber
     links: UnsubscribeLinks
+    reader_links: ReaderLinks
 
 
 def find_reader(config: Config, email: str) -> Reader:
@@ -69,18 +71,21 @@ def find_reader(config: Config, email: str) -> Reader:
         subscriber = store.get(key)
     if subscriber is None:
         raise SubscriberError(f"{email} is not on the subscriber list")
-    return Reader(subscriber, UnsubscribeLinks.from_config(config))
+    return Reader(subscriber, UnsubscribeLinks.from_config(config), ReaderLinks.from_config(config))
 
 
 def email_copy(snapshot: Snapshot, tier: Tier, reader: Reader | None = None) -> ComposedIssue:
     """The copy a reader of ``tier`` gets, as ``build`` writes it, or ``reader``'s own copy
-    (their tier, their unsubscribe link)."""
+    (their tier, their own links)."""
     assert snapshot.config is not None and not snapshot.error
     if reader is None:
-        return snapshot.composed[tier].with_unsubscribe_url(
-            generic_unsubscribe_url(snapshot.config)
-        )
+        composed = snapshot.composed[tier]
+        return composed.with_urls(generic_urls(composed.issue, snapshot.config))
     composed = snapshot.composed[reader.subscriber.tier]
-    return composed.with_unsubscribe_url(
-        reader.links.url(reader.subscriber.key, composed.issue.slug)
+    key, slug = reader.subscriber.key, composed.issue.slug
+    urls = ReaderUrls(
+        unsubscribe=reader.links.url(key, slug),
+        manage=reader.reader_links.manage_url(key),
+        web=reader.reader_links.web_url(key, slug),
     )
+    return composed.with_urls(urls)
