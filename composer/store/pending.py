@@ -25,13 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from composer.config import SubscriberSettings
 from composer.errors import StoreBusy, StoreError
 from composer.store import SubscriberStore
 from composer.store.membership import record_unsubscribe
 
 log = logging.getLogger(__name__)
-
-SUFFIX = ".unsubscribes"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +44,10 @@ class QueuedUnsubscribe:
 
 
 class PendingUnsubscribes:
-    """The queue of unsubscribes beside the database file ``database``."""
+    """The queue of unsubscribes of the list ``settings`` names."""
 
-    def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + SUFFIX)
+    def __init__(self, settings: SubscriberSettings) -> None:
+        self.path = settings.unsubscribe_queue
 
     def waiting(self) -> bool:
         """Whether anything is queued."""

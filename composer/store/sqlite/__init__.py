@@ -5,6 +5,7 @@
     subscribers.py  the list: SqliteSubscriberStore
     deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
     case_duplicates.py  the migration merging rows whose addresses differ only in case
+    tables.py       whole tables read and written, for a copy between stores
 
 Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``
 imports it.

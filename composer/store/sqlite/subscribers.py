@@ -36,6 +36,7 @@ from composer.store.sqlite.database import (
 )
 from composer.store.sqlite.deliveries import SqliteDispatchJournal, find_delivery, find_dispatches
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
+from composer.store.sqlite.tables import TableRows
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
@@ -52,7 +53,7 @@ _UPDATE = (
 MAX_BATCH = 10_000
 
 
-class SqliteSubscriberStore:
+class SqliteSubscriberStore(TableRows):
     """:class:`composer.store.SubscriberStore` over one SQLite file, created on first use."""
 
     def __init__(self, path: Path) -> None:
