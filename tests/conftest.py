@@ -69,7 +69,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         binaries = find_binaries()
         reason = ""
         if binaries is None:
-            reason = "no PostgreSQL server (/usr/lib/postgresql/*/bin/initdb; apt-get install postgresql)"
+            reason = "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)"
         elif importlib.util.find_spec("psycopg") is None:
             reason = "psycopg is not installed (pip install -e '.[dev]')"
         if reason:
@@ -353,3 +353,14 @@ def raw_sql(store: SubscriberStore, sql: str, params: tuple[object, ...] = ()) -
     with psycopg.connect(store.url, password=password, autocommit=True) as pg:
         cursor = pg.execute(sql.replace("?", "%s"), params)
         return cursor.fetchall() if cursor.description else []
+
+
+def integrity_error(store: SubscriberStore) -> type[Exception]:
+    """What :func:`raw_sql` raises on ``store`` when a statement breaks a constraint."""
+    from composer.store.sqlite import SqliteSubscriberStore
+
+    if isinstance(store, SqliteSubscriberStore):
+        return sqlite3.IntegrityError
+    import psycopg
+
+    return psycopg.IntegrityError
