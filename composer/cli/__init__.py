@@ -8,6 +8,7 @@ One module per group of commands, each a thin shell over the library:
     web.py           preview, serve
     subscribers.py   the ``subscribers`` group
     sending.py       outbox, send-test, send, status
+    database.py      the ``db`` group: db copy
 
 Each module lists its commands in ``COMMANDS``; a new module is one more line in
 ``COMMANDS`` below. Each command imports its worker inside the function, so ``--help``
@@ -22,7 +23,7 @@ import logging
 import click
 
 from composer import __version__
-from composer.cli import composing, folder, sending, subscribers, web
+from composer.cli import composing, database, folder, sending, subscribers, web
 
 
 class EchoWarnings(logging.Handler):
@@ -50,6 +51,7 @@ COMMANDS: tuple[click.Command, ...] = (
     *web.COMMANDS,
     *subscribers.COMMANDS,
     *sending.COMMANDS,
+    *database.COMMANDS,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from composer.errors import StoreError
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import STATES, still_to_send
 
@@ -120,3 +121,19 @@ def to_send_condition(
         f" OR (d.retryable AND d.state IN ({marks(if_retryable)})))"
     )
     return where, (*tiers, *always, *if_retryable)
+
+
+def other_rows(where: str, table: Table, count: int) -> StoreError:
+    """The error for a copy whose destination ``where`` holds ``count`` rows of ``table``
+    under the keys of the source's rows but with other values: another list."""
+    return StoreError(
+        f"{where}: holds another list: {count:,} rows of {table.name} differ from the"
+        " source's under the same keys, and nothing of this batch was copied; copy into an"
+        " empty database, or one copied from this same source before"
+    )
+
+
+def differing(table: Table, mark_null_safe: str) -> str:
+    """A condition true when the row ``c`` (the copy) differs from ``t`` (the one there)
+    in any column; ``mark_null_safe`` is the backend's null-safe inequality operator."""
+    return " OR ".join(f"c.{column} {mark_null_safe} t.{column}" for column in table.columns)

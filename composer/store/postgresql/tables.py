@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from composer.store.postgresql.database import Connection, errors_translated, write_transaction
-from composer.store.tables import Table
+from composer.store.tables import Table, differing, other_rows
 
 
 class TableRows:
@@ -59,9 +59,16 @@ class TableRows:
             with self._db.cursor().copy(f"COPY copy_in ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            same_key = " AND ".join(f"c.{column} = t.{column}" for column in table.key)
+            found = self._db.execute(
+                f"SELECT count(*) FROM copy_in AS c JOIN {table.name} AS t ON {same_key}"
+                f" WHERE {differing(table, 'IS DISTINCT FROM')}"
+            ).fetchone()
+            if found and found[0]:
+                raise other_rows(self.url, table, found[0])
             self._db.execute(
                 f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM copy_in"
-                " ON CONFLICT DO NOTHING"
+                f" ON CONFLICT ({', '.join(table.key)}) DO NOTHING"
             )
             self._db.execute(f"ALTER TABLE {table.name} ENABLE TRIGGER USER")
             if table.key == ("id",):
