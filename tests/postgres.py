@@ -113,7 +113,9 @@ class LocalServer:
             cwd=self.folder,
         )
 
-    def start(self) -> PostgresServer:
+    def start(self, *, durable: bool = False) -> PostgresServer:
+        """Create the cluster and start it; ``durable`` keeps PostgreSQL's own defaults
+        for syncing to the disk (a benchmark's), else a test server's speed over safety."""
         password_file = self.folder / "password"
         password_file.write_text(PASSWORD)
         if self.user:
@@ -129,12 +131,10 @@ class LocalServer:
             "-E", "UTF8",
             "--locale=C.UTF-8",
         )  # fmt: skip
-        options = (
-            f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1"
+        options = f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1"
+        if not durable:
             # A test server: speed over durability (each test creates a database).
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=200"
-        )
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.binaries / "pg_ctl"),
             "-D", str(self.data),

@@ -21,9 +21,10 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from itertools import groupby
 from types import TracebackType
 from typing import Any, cast
+
+import psycopg
 
 from composer.errors import DispatchLocked, JournalError, StoreError
 from composer.model import Tier
@@ -51,24 +52,25 @@ from composer.store.postgresql.database import (
     now,
     write_transaction,
 )
-from composer.store.postgresql.rows import mark_bounced, subscriber_from_row
+from composer.store.postgresql.rows import bounced, subscriber_from_row
 from composer.store.tables import DELIVERY_COLUMNS, SUBSCRIBER_COLUMNS, to_send_condition
 
+# One statement writes a whole round of outcomes (at most one per reader), a row of
+# VALUES each. An outcome without a Message-ID keeps the recorded one.
 _UPSERT = """
 INSERT INTO deliveries (issue, subscriber_id, email, state, attempts, code, reply, retryable,
                         message_id, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+VALUES {rows}
 ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     state = excluded.state,
     attempts = deliveries.attempts + excluded.attempts,
     code = CASE WHEN excluded.state = 'sending' THEN deliveries.code ELSE excluded.code END,
     reply = CASE WHEN excluded.state = 'sending' THEN deliveries.reply ELSE excluded.reply END,
     retryable = excluded.retryable,
+    message_id = coalesce(excluded.message_id, deliveries.message_id),
     updated_at = excluded.updated_at
 """
-# An outcome without a Message-ID leaves the recorded one, and its index, alone.
-_UPSERT_WITH_MESSAGE_ID = _UPSERT.rstrip() + ",\n    message_id = excluded.message_id\n"
-_MESSAGE_ID = 8  # its place in a row of _UPSERT
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _DELIVERY_SELECT = ", ".join(f"d.{name}" for name in DELIVERY_COLUMNS)
 _SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
 # Advisory locks, each a class and the hash of the dispatch's key: the one a holder keeps
@@ -242,15 +244,21 @@ class PostgresDispatchJournal:
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, marking bounced subscribers bounced."""
-        stamp = now()
-        rows: list[tuple[object, ...]] = []
+        # Round n holds each reader's n-th outcome of this commit: a round has a reader
+        # once (one statement cannot update a row twice), and rounds run in order, so a
+        # reader's later outcome still wins.
+        rounds: list[list[tuple[object, ...]]] = []
+        seen: dict[int, int] = {}
         bounces: list[tuple[str, str]] = []
         for outcome in outcomes:
             recipient = outcome.recipient
-            rows.append(
+            sid = recipient.journal_id
+            number = seen[sid] = seen.get(sid, -1) + 1
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append(
                 (
-                    self.key,
-                    recipient.journal_id,
+                    sid,
                     recipient.email,
                     outcome.state,
                     1 if outcome.state == "sending" else 0,
@@ -258,32 +266,41 @@ class PostgresDispatchJournal:
                     outcome.reply,
                     outcome.retryable,
                     outcome.message_id,
-                    stamp,
                 )
             )
             if outcome.bounced:
                 bounces.append((recipient.key, bounce_reason(self.name, outcome)))
-        outcome_text = "the outcomes since the last commit were not recorded"
+        stamp = now()
+        statements = [
+            (
+                _UPSERT.format(rows=", ".join([_ROW] * len(round_))),
+                tuple(value for row in round_ for value in (self.key, *row, stamp)),
+            )
+            for round_ in rounds
+        ]
+        if bounces:
+            statements.append(bounced(bounces))
+        now_ = time.time()
+        if self._locked and now_ - self._last_heartbeat > HEARTBEAT_SECONDS:
+            statements.append(
+                (
+                    "UPDATE dispatch_locks SET heartbeat_at = %s WHERE issue = %s AND owner = %s",
+                    (now_, self.key, self.owner),
+                )
+            )
         try:
-            with write_transaction(self._db, self.url, outcome_text):
-                self._write(rows, bounces, time.time())
+            with errors_translated(
+                self.url, "the outcomes since the last commit were not recorded"
+            ):
+                # Bound here and sent as one query string, which the server runs as one
+                # transaction: a group commit is one round trip and one flush to the disk.
+                cursor = psycopg.ClientCursor(self._db)
+                cursor.execute(
+                    ";\n".join(cursor.mogrify(sql, params) for sql, params in statements)
+                )
         except StoreError as exc:
             raise JournalError(exc.message) from exc
-
-    def _write(
-        self, rows: list[tuple[object, ...]], bounces: list[tuple[str, str]], now_: float
-    ) -> None:
-        with self._db.cursor() as cursor:
-            # Runs in order, so a reader's later outcome in the same commit still wins.
-            for with_id, run in groupby(rows, key=lambda row: row[_MESSAGE_ID] is not None):
-                cursor.executemany(_UPSERT_WITH_MESSAGE_ID if with_id else _UPSERT, list(run))
-        if bounces:
-            mark_bounced(self._db, bounces)
-        if self._locked and now_ - self._last_heartbeat > HEARTBEAT_SECONDS:
-            self._db.execute(
-                "UPDATE dispatch_locks SET heartbeat_at = %s WHERE issue = %s AND owner = %s",
-                (now_, self.key, self.owner),
-            )
+        if len(statements) > len(rounds) + bool(bounces):
             self._last_heartbeat = now_
 
     def status(self) -> DispatchStatus:

@@ -4,12 +4,11 @@ record writes with an outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, cast
 
 from composer.model import Tier
 from composer.store import Status, Subscriber
-from composer.store.postgresql.database import Connection, now
+from composer.store.postgresql.database import now
 
 
 def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:
@@ -28,14 +27,14 @@ def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:
     )
 
 
-def mark_bounced(db: Connection, bounces: Iterable[tuple[str, str]]) -> None:
-    """Mark each ``(key, reason)`` subscriber bounced on ``db``, inside the caller's
-    transaction: the delivery record holds a 5.1.x reply and the bounce atomically.
-    Only an active subscriber moves: an unsubscribe stays an unsubscribe."""
-    stamp = now()
-    with db.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE subscribers SET status = 'bounced', status_changed_at = %s,"
-            " status_reason = %s WHERE key = %s AND status = 'active'",
-            [(stamp, reason, key) for key, reason in bounces],
-        )
+def bounced(bounces: list[tuple[str, str]]) -> tuple[str, tuple[object, ...]]:
+    """The statement, and its parameters, that marks each ``(key, reason)`` subscriber
+    bounced, for the delivery record to run in the transaction that holds the 5.1.x
+    reply. Only an active subscriber moves: an unsubscribe stays an unsubscribe."""
+    keys, reasons = [key for key, _ in bounces], [reason for _, reason in bounces]
+    return (
+        "UPDATE subscribers AS s SET status = 'bounced', status_changed_at = %s,"
+        " status_reason = b.reason FROM unnest(%s::text[], %s::text[]) AS b (key, reason)"
+        " WHERE s.key = b.key AND s.status = 'active'",
+        (now(), keys, reasons),
+    )
