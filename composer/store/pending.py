@@ -2,12 +2,15 @@
 
 When another process holds the subscriber database's write lock for longer than a
 write waits (:class:`~composer.errors.StoreBusy`), ``newsletter serve`` still owes the
-reader the unsubscribe it has answered for. It adds the request to a file beside the
-database (``subscribers.db.unsubscribes``: one JSON object a line, synced to the disk
-before the reader is answered) and applies it once the lock is free. Every opening of
-the store (:func:`composer.store.open_store`) applies what is waiting too, so that a
-send started in the meantime skips those readers, or stops (:class:`StoreBusy`) when
-the database is still too busy to take them.
+reader the unsubscribe it has answered for. It adds the request to a file
+(``SubscriberSettings.unsubscribe_queue``: ``subscribers.db.unsubscribes`` beside a SQLite
+file, ``<database>@<host>.unsubscribes`` next to ``config.toml`` for a PostgreSQL
+server; one JSON object a line, synced to the disk before the reader is answered)
+and applies it once the lock is free. On PostgreSQL a write waits only for the rows
+it touches, so this happens only when another session keeps that reader's row locked.
+Every opening of the store (:func:`composer.store.open_store`) applies what is
+waiting too, so that a send started in the meantime skips those readers, or stops
+(:class:`StoreBusy`) when the database is still too busy to take them.
 
 The file is locked (``flock``) while a request is added to it or applied ones are
 taken off it, never while the database is waited for; it is removed once everything
