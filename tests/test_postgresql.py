@@ -158,6 +158,25 @@ def test_a_database_from_a_newer_release_is_refused_with_one_line(
     assert "written by a newer release of newsletter" in line and "upgrade newsletter" in line
 
 
+@on_postgresql
+def test_a_reader_row_another_session_keeps_locked_is_one_busy_line_and_nothing_changes(
+    config_path: Path, store: SubscriberStore, database_setting: str
+) -> None:
+    store.save(NewSubscriber("ann@example.org", "ann@example.org"))
+    import psycopg
+
+    password = os.environ[DATABASE_PASSWORD_ENV]
+    with psycopg.connect(database_setting, password=password) as other:
+        other.execute("SELECT * FROM subscribers WHERE key = 'ann@example.org' FOR UPDATE")
+        removed = newsletter("subscribers", "remove", "ann@example.org", config_path=config_path)
+        other.rollback()
+    assert removed.returncode == 2
+    [line] = removed.stderr.splitlines()
+    assert line.startswith(f"Error: {database_setting}: the subscriber database is busy"), line
+    assert line.endswith("nothing was changed: try again in a moment, once it has finished")
+    assert store.get("ann@example.org").status == "active"
+
+
 HOLD_THE_DISPATCH = """
 import sys
 from pathlib import Path
