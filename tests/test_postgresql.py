@@ -17,8 +17,8 @@ import pytest
 from composer.config import DATABASE_PASSWORD_ENV, load_config
 from composer.errors import DispatchLocked
 from composer.store import NewSubscriber, SubscriberStore, open_store
+from composer.store.deliveries import Outcome, Recipient
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
-from composer.store.postgresql import MIGRATIONS
 from tests.conftest import (
     EXAMPLE_MD,
     ROOT,
@@ -142,6 +142,8 @@ def test_processes_opening_a_new_database_at_once_run_each_schema_step_once(
     for process in opening:
         _, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
+    from composer.store.postgresql import MIGRATIONS
+
     with open_store(load_config(config_path).subscribers) as store:
         steps = raw_sql(store, "SELECT step FROM schema_version ORDER BY step")
     assert steps == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
@@ -151,6 +153,8 @@ def test_processes_opening_a_new_database_at_once_run_each_schema_step_once(
 def test_a_database_from_a_newer_release_is_refused_with_one_line(
     store: SubscriberStore, config_path: Path
 ) -> None:
+    from composer.store.postgresql import MIGRATIONS
+
     raw_sql(store, "INSERT INTO schema_version VALUES (?, now())", (len(MIGRATIONS) + 1,))
     result = newsletter("subscribers", "list", config_path=config_path)
     assert result.returncode == 2
@@ -163,7 +167,7 @@ def test_a_reader_row_another_session_keeps_locked_is_one_busy_line_and_nothing_
     config_path: Path, store: SubscriberStore, database_setting: str
 ) -> None:
     store.save(NewSubscriber("ann@example.org", "ann@example.org"))
-    import psycopg
+    import psycopg  # here: without it, the tests that need no server still run
 
     password = os.environ[DATABASE_PASSWORD_ENV]
     with psycopg.connect(database_setting, password=password) as other:
@@ -268,8 +272,6 @@ def fill(store: SubscriberStore, count: int) -> None:
         for n in range(count)
     )
     store.mark_status("r1@example.org", "unsubscribed", "asked")
-    from composer.store.deliveries import Outcome, Recipient
-
     with store.deliveries("issue-1") as journal:
         journal.acquire("all")
         journal.record(
