@@ -4,6 +4,11 @@ against Postfix's own smtp-source (10 sessions, same message size) as the ceilin
     .venv/bin/python bench/dispatch.py                           # 20,000 subscribers
     .venv/bin/python bench/dispatch.py --subscribers 20000 200000 --concurrency 10
     .venv/bin/python bench/dispatch.py --verp                   # each copy its own return path
+    .venv/bin/python bench/dispatch.py --store sqlite postgresql     # the same on each store
+
+With ``--store postgresql`` the list is on a PostgreSQL server: the one ``--postgres URL``
+names (a user that may create databases; its password in NEWSLETTER_DATABASE_PASSWORD),
+else one started for the run from Debian's binaries, as the tests start theirs.
 
 Needs /usr/sbin/smtp-sink and /usr/sbin/smtp-source (package postfix); the test
 suite does not. Each size runs in a fresh subprocess, so its peak RSS is its own;
@@ -24,10 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from composer.config import DATABASE_PASSWORD_ENV  # noqa: E402
+from tests.postgres import LocalServer, PostgresServer, find_binaries, wait_for  # noqa: E402
 
 SINK = "/usr/sbin/smtp-sink"
 SOURCE = "/usr/sbin/smtp-source"
@@ -56,12 +66,12 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
-def write_config(folder: Path, port: int, concurrency: int, verp: bool) -> Path:
+def write_config(folder: Path, port: int, concurrency: int, database: str, verp: bool) -> Path:
     config = folder / "config.toml"
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
     text = text.replace("port = 1025", f"port = {port}")
     text = text.replace("concurrency = 8", f"concurrency = {concurrency}")
-    text = text.replace('database = "subscribers.db"', 'database = "bench.db"')
+    text = text.replace('database = "subscribers.db"', f'database = "{database}"')
     text = text.replace("[newsletter]", f'[newsletter]\ntemplates = "{ROOT / "templates"}"', 1)
     if verp:
         text += '\n[bounces]\naddress = "bounces@news.example.com"\n'
@@ -144,6 +154,41 @@ def smtp_source(port: int, messages: int, size: int) -> dict[str, float]:
     }
 
 
+@contextmanager
+def postgres(given: str | None) -> Iterator[PostgresServer]:
+    """The server ``--postgres`` names, or one started from Debian's binaries for the run."""
+    if given:
+        yield PostgresServer(url=given, password=os.environ.get(DATABASE_PASSWORD_ENV, ""))
+        return
+    binaries = find_binaries()
+    if binaries is None:
+        sys.exit("no /usr/lib/postgresql/*/bin/initdb: install postgresql or pass --postgres URL")
+    local = LocalServer(binaries)
+    try:
+        server = local.start(durable=True)
+        wait_for(server)
+        yield server
+    finally:
+        local.stop()
+
+
+@contextmanager
+def fresh_list(store: str, folder: Path, server: PostgresServer | None) -> Iterator[str]:
+    """An empty list on ``store``: ``[subscribers] database`` for it."""
+    if store == "sqlite":
+        for leftover in folder.glob("bench.db*"):
+            leftover.unlink()
+        yield "bench.db"
+        return
+    assert server is not None
+    url = server.create_database()
+    os.environ[DATABASE_PASSWORD_ENV] = server.password
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[20_000])
@@ -151,6 +196,8 @@ def main() -> None:
     parser.add_argument(
         "--verp", action="store_true", help="give each copy its own return path ([bounces] address)"
     )
+    parser.add_argument("--store", nargs="+", choices=("sqlite", "postgresql"), default=["sqlite"])
+    parser.add_argument("--postgres", metavar="URL", help="a server to create databases on")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -163,27 +210,34 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            config_path = write_config(Path(folder), port, args.concurrency, args.verp)
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            postgres(args.postgres) if "postgresql" in args.store else nullcontext() as server,
+        ):
+            config_path = write_config(Path(folder), port, args.concurrency, "bench.db", args.verp)
             size = message_size(config_path)
             print(f"message size {size:,} bytes; smtp-sink on 127.0.0.1:{port}")
             ceiling = smtp_source(port, min(args.subscribers), size)
             print(f"smtp-source, 10 sessions: {json.dumps(ceiling)}")
-            for count in args.subscribers:
-                (Path(folder) / "bench.db").unlink(missing_ok=True)
-                populate(config_path, count)
-                run = subprocess.run(
-                    [sys.executable, __file__, "--measure", str(config_path)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                figures = json.loads(run.stdout.strip().splitlines()[-1])
-                ratio = figures["per_second"] / ceiling["per_second"]
-                print(
-                    f"send, {count:,} subscribers, concurrency {args.concurrency}:"
-                    f" {json.dumps(figures)}; {ratio:.2f} of smtp-source"
-                )
+            for store in args.store:
+                for count in args.subscribers:
+                    with fresh_list(store, Path(folder), server) as database:
+                        config_path = write_config(
+                            Path(folder), port, args.concurrency, database, args.verp
+                        )
+                        populate(config_path, count)
+                        run = subprocess.run(
+                            [sys.executable, __file__, "--measure", str(config_path)],
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        )
+                    figures = json.loads(run.stdout.strip().splitlines()[-1])
+                    ratio = figures["per_second"] / ceiling["per_second"]
+                    print(
+                        f"send on {store}, {count:,} subscribers, concurrency"
+                        f" {args.concurrency}: {json.dumps(figures)}; {ratio:.2f} of smtp-source"
+                    )
     finally:
         sink.terminate()
         sink.wait()

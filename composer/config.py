@@ -17,7 +17,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from composer.errors import ConfigError
 from composer.model import LANGUAGE_TAG
@@ -74,9 +74,26 @@ class SendSettings:
     brake_min_delivered: int = 1000
 
 
+# The schemes of a [subscribers] database that names a PostgreSQL server, not a file.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+DATABASE_PASSWORD_ENV = "NEWSLETTER_DATABASE_PASSWORD"
+
+
 @dataclass(frozen=True)
 class SubscriberSettings:
-    database: Path
+    """Where the list lives: a SQLite file (``database``), or a PostgreSQL server (``url``,
+    without a password; it is read from the environment variable ``password_env``)."""
+
+    database: Path | None  # None: the list is on the server at ``url``
+    # Where `serve` queues the unsubscribes a busy database cannot take at once.
+    unsubscribe_queue: Path
+    url: str = ""
+    password_env: str = DATABASE_PASSWORD_ENV
+
+    @property
+    def name(self) -> str:
+        """How messages name the list: the file, or the server's URL (never a password)."""
+        return self.url or str(self.database)
 
 
 # Where bounce reports are read from: an IMAP folder (over TLS, or STARTTLS) or a Maildir.
@@ -182,6 +199,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     },
     "subscribers": {
         "database": (str, "subscribers.db"),
+        "password_env": (str, DATABASE_PASSWORD_ENV),
     },
     "bounces": {
         "address": (str, ""),
@@ -309,6 +327,11 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         math.isfinite(smtp["timeout"]) and smtp["timeout"] > 0,
         "[smtp] timeout must be a number of seconds above 0, such as 30",
     )
+    subscribers = subscriber_settings(
+        values["subscribers"]["database"], root, values["subscribers"]["password_env"]
+    )
+    if isinstance(subscribers, str):
+        problems.append(f"[subscribers] database {subscribers}")
     check(send["concurrency"] >= 1, "[send] concurrency must be at least 1")
     check(send["max_attempts"] >= 1, "[send] max_attempts must be at least 1")
     check(
@@ -370,7 +393,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             f"{path}: {len(problems)} problems:" + "".join(f"\n  {p}" for p in problems)
         )
 
-    assert sender is not None
+    assert sender is not None and not isinstance(subscribers, str)
     return Config(
         path=path,
         newsletter=NewsletterSettings(
@@ -406,7 +429,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             brake_bounces_percent=float(send["brake_bounces_percent"]),
             brake_min_delivered=send["brake_min_delivered"],
         ),
-        subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
+        subscribers=subscribers,
         bounces=BounceSettings(
             address=bounce_address,
             mailbox=mailbox,
@@ -424,6 +447,49 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             mailgun_signing_key_env=webhooks["mailgun_signing_key_env"],
             sendgrid_public_key_env=webhooks["sendgrid_public_key_env"],
         ),
+    )
+
+
+def subscriber_settings(
+    database: str, root: Path, password_env: str = DATABASE_PASSWORD_ENV
+) -> SubscriberSettings | str:
+    """The settings for ``database``, a SQLite file relative to ``root`` or a
+    ``postgresql://`` URL (its ``sslrootcert`` relative to ``root`` too); else what is
+    wrong with it, as the end of a sentence."""
+    if not database.startswith(POSTGRES_SCHEMES):
+        path = root / database
+        return SubscriberSettings(
+            database=path, unsubscribe_queue=path.with_name(path.name + ".unsubscribes")
+        )
+    url = urlsplit(database)
+    try:
+        port, password = url.port, url.password
+    except ValueError:
+        return f"has a port that is not a number: {url.netloc!r}"
+    if password is not None:
+        return (
+            "holds a password: take it out of the URL and set it in the environment"
+            f" variable {password_env} ([subscribers] password_env) instead"
+        )
+    if not url.hostname or not url.path.strip("/"):
+        return (
+            "must name a server and a database, such as postgresql://newsletter@db.example.com/news"
+        )
+    query = [
+        (name, str(root / value) if name == "sslrootcert" and value != "system" else value)
+        for name, value in parse_qsl(url.query, keep_blank_values=True)
+    ]
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    netloc = f"{url.username}@" if url.username else ""
+    netloc += host if port is None else f"{host}:{port}"
+    # The queue of unsubscribes a busy server could not take at once lives beside the
+    # config: the folder serve runs in.
+    queue = root / f"{url.path.strip('/')}@{url.hostname}.unsubscribes"
+    return SubscriberSettings(
+        database=None,
+        url=urlunsplit(("postgresql", netloc, url.path, urlencode(query), "")),
+        password_env=password_env,
+        unsubscribe_queue=queue,
     )
 
 

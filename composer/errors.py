@@ -4,7 +4,8 @@
     ├── ConfigError                          config.toml is missing or wrong
     ├── IssueError                           an issue file cannot be loaded (file, line, column)
     ├── TemplateError                        a template under templates/ is broken
-    ├── StoreError                           the subscriber database cannot be opened, too new
+    ├── StoreError                           the subscriber database cannot be opened, too new,
+    │                                        a server down or refusing the password
     │   ├── StoreBusy                        another process holds its write lock too long
     │   └── JournalError                     a dispatch cannot record (full disk): it stops
     ├── SubscriberFileError                  a subscriber CSV cannot be read at all
@@ -27,8 +28,9 @@
         │                                    the same issue
         └── AlreadyDispatched                the same content went out in another dispatch
 
-Library exceptions (tomllib, jinja2, mjml, sqlite3, email-validator, aiosmtplib, imaplib) are
-translated into these once, at the stage that calls the library, chained with ``from exc``.
+Library exceptions (tomllib, jinja2, mjml, sqlite3, psycopg, email-validator, aiosmtplib,
+imaplib) are translated into these once, at the stage that calls the library, chained with
+``from exc``.
 Because the root is a ``click.ClickException``, the CLI prints the one-line message
 and exits with the code without any command needing its own try/except.
 
@@ -82,7 +84,8 @@ class IssueError(NewsletterError):
 
 
 class StoreError(NewsletterError):
-    """The subscriber database cannot be opened, is not SQLite, or is from a newer release."""
+    """The subscriber database cannot be opened (not SQLite, a PostgreSQL server down or
+    refusing the login), is from a newer release, or failed a statement."""
 
 
 class StoreBusy(StoreError):

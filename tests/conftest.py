@@ -1,8 +1,13 @@
 """Shared fixtures: a config in a temporary folder, issue files written on the fly, the CLI,
-a real SQLite subscriber store next to the config, and a real SMTP server to send to."""
+a real subscriber store (a SQLite file next to the config, or, for tests marked
+``both_backends``, also a fresh database on a real PostgreSQL server), and a real SMTP
+server to send to."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,11 +23,12 @@ from click.testing import CliRunner, Result
 from playwright.sync_api import Browser, sync_playwright
 
 from composer.cli import cli
-from composer.config import Config, load_config
+from composer.config import DATABASE_PASSWORD_ENV, Config, load_config
 from composer.sending.dispatch import DispatchSettings
 from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.web.serve import create_app
 from tests.chromium import find_chromium, launch_chromium
+from tests.postgres import LocalServer, PostgresServer, find_binaries, from_environment, wait_for
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,13 +53,80 @@ database = "subscribers.db"
 """
 
 
+BACKENDS = ("sqlite", "postgresql")
+# On a test that takes the store: run it against each backend.
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+# Why the PostgreSQL tests could not run, for the summary at the end.
+POSTGRES_SKIPPED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (tests/postgres.py), or a skip saying why."""
+    server = from_environment()
+    local = None
+    if server is None:
+        binaries = find_binaries()
+        reason = ""
+        if binaries is None:
+            reason = "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)"
+        elif importlib.util.find_spec("psycopg") is None:
+            reason = "psycopg is not installed (pip install -e '.[dev]')"
+        if reason:
+            POSTGRES_SKIPPED.append(reason)
+            pytest.skip(reason)
+        assert binaries is not None
+        local = LocalServer(binaries)
+        try:
+            server = local.start()
+        except subprocess.CalledProcessError as exc:
+            local.stop()
+            reason = f"PostgreSQL did not start: {exc.stderr.strip() or exc}"
+            POSTGRES_SKIPPED.append(reason)
+            pytest.skip(reason)
+    wait_for(server)
+    yield server
+    if local is not None:
+        local.stop()
+
+
 @pytest.fixture
-def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store the test's config names: sqlite unless the test is ``both_backends``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def database_setting(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """``[subscribers] database`` for the test's backend: a file next to the config, or a
+    fresh database on the test server (its password in the environment, as in use)."""
+    if backend == "sqlite":
+        yield "subscribers.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    monkeypatch.setenv(DATABASE_PASSWORD_ENV, server.password)
+    yield url
+    from composer.store.postgresql.database import POOLS
+
+    POOLS.close()
+    server.drop_database(url)
+
+
+def config_text(database: str) -> str:
+    """The test config with ``[subscribers] database`` set to ``database``."""
+    return CONFIG_TEXT.replace('database = "subscribers.db"', f'database = "{database}"')
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_setting: str) -> Path:
     # The unsubscribe secret comes from the key file next to config.toml unless a test
     # sets NEWSLETTER_SECRET itself.
     monkeypatch.delenv("NEWSLETTER_SECRET", raising=False)
     path = tmp_path / "config.toml"
-    path.write_text(CONFIG_TEXT, encoding="utf-8")
+    path.write_text(config_text(database_setting), encoding="utf-8")
     return path
 
 
@@ -185,12 +258,14 @@ def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def send_config(tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+def send_config(
+    tmp_path: Path, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch, database_setting: str
+) -> Path:
     """The test config with [smtp] pointing at ``smtp``, and a signing secret set."""
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     path = tmp_path / "config.toml"
     path.write_text(
-        CONFIG_TEXT
+        config_text(database_setting)
         + f"""
 [smtp]
 host = "127.0.0.1"
@@ -250,3 +325,42 @@ def browser() -> Iterator[Browser]:
         browser = launch_chromium(playwright, chromium)
         yield browser
         browser.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, at the end, that the PostgreSQL backend was not tested, and why."""
+    if POSTGRES_SKIPPED:
+        terminalreporter.write_sep(
+            "!", f"PostgreSQL NOT TESTED: {POSTGRES_SKIPPED[0]}", red=True, bold=True
+        )
+
+
+def raw_sql(store: SubscriberStore, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+    """Run one statement (``?`` marks its parameters) on the database behind ``store``,
+    on a connection of its own, committed; its rows. For what only raw SQL can check
+    or set up, whichever the backend."""
+    from composer.store.sqlite import SqliteSubscriberStore
+
+    if isinstance(store, SqliteSubscriberStore):
+        db = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+    import psycopg
+
+    password = os.environ.get(DATABASE_PASSWORD_ENV)
+    with psycopg.connect(store.url, password=password, autocommit=True) as pg:
+        cursor = pg.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def integrity_error(store: SubscriberStore) -> type[Exception]:
+    """What :func:`raw_sql` raises on ``store`` when a statement breaks a constraint."""
+    from composer.store.sqlite import SqliteSubscriberStore
+
+    if isinstance(store, SqliteSubscriberStore):
+        return sqlite3.IntegrityError
+    import psycopg
+
+    return psycopg.IntegrityError

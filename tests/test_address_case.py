@@ -18,10 +18,11 @@ from composer.store.csvio import import_csv
 from composer.store.sqlite import MIGRATIONS
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.preview import find_reader
-from tests.conftest import EXAMPLE_MD, newsletter, write_csv
+from tests.conftest import EXAMPLE_MD, both_backends, newsletter, write_csv
 from tests.smtp_server import SmtpServer
 
 
+@both_backends
 def test_one_address_in_three_letter_cases_is_one_reader_who_gets_one_copy(
     send_config: Path, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -50,6 +51,7 @@ def test_one_address_in_three_letter_cases_is_one_reader_who_gets_one_copy(
     assert smtp.received() == {"Reader5@Example.org": 1, "ann@example.org": 1}
 
 
+@both_backends
 def test_add_in_another_letter_case_updates_the_reader_and_remove_finds_them(
     run_cli: Callable[..., Result], store: SubscriberStore
 ) -> None:
@@ -64,6 +66,7 @@ def test_add_in_another_letter_case_updates_the_reader_and_remove_finds_them(
     assert removed.stdout == "Unsubscribed reader@example.org\n"
 
 
+@both_backends
 def test_preview_as_finds_the_reader_in_any_letter_case(
     config: Config, store: SubscriberStore
 ) -> None:
@@ -72,6 +75,7 @@ def test_preview_as_finds_the_reader_in_any_letter_case(
     assert (reader.subscriber.email, reader.subscriber.tier) == ("Reader5@Example.org", "paid")
 
 
+@both_backends
 def test_a_link_signed_with_the_old_case_preserving_key_still_unsubscribes(
     server: httpx.Client, config: Config, store: SubscriberStore
 ) -> None:

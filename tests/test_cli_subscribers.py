@@ -17,7 +17,7 @@ from click.testing import Result
 from composer.cli import cli
 from composer.config import Config
 from composer.store import open_store
-from tests.conftest import ROOT, write_csv
+from tests.conftest import ROOT, both_backends, write_csv
 
 Invoke = Callable[..., Result]
 
@@ -37,6 +37,7 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+@both_backends
 def test_import_of_a_clean_file_exits_0(run: Invoke, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "ok.csv", "email,name\nann@example.com,Ann\n")
     result = run("subscribers", "import", str(path))
@@ -44,6 +45,7 @@ def test_import_of_a_clean_file_exits_0(run: Invoke, tmp_path: Path) -> None:
     assert "1 added" in result.stdout
 
 
+@both_backends
 def test_import_with_rejected_rows_exits_1_and_names_each_line(run: Invoke, tmp_path: Path) -> None:
     text = "email,tier\nann@example.com,\nnope,\nbob@example.com,gold\n"
     result = run("subscribers", "import", str(write_csv(tmp_path / "l.csv", text)))
@@ -79,6 +81,7 @@ def test_import_of_a_missing_file_exits_2(run: Invoke, tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "missing.csv", "no such file")
 
 
+@both_backends
 def test_add_remove_and_resubscribe(run: Invoke) -> None:
     assert run("subscribers", "add", "Ann@Example.com", "--tier", "paid").stdout == (
         "Added Ann@Example.com (paid)\n"
@@ -100,6 +103,7 @@ def test_remove_of_an_unknown_address_exits_2(run: Invoke) -> None:
     assert_one_line_error(run("subscribers", "remove", "x@example.com"), 2, "not on the list")
 
 
+@both_backends
 def test_list_prints_tab_separated_rows_and_counts_on_stderr(run: Invoke) -> None:
     run("subscribers", "add", "ann@example.com", "--name", "Ann")
     run("subscribers", "add", "bob@example.com")
@@ -114,6 +118,7 @@ def test_list_prints_tab_separated_rows_and_counts_on_stderr(run: Invoke) -> Non
     assert active.stdout == "ann@example.com\tAnn\tfree\tactive\t\n"
 
 
+@both_backends
 def test_export_writes_a_file_import_accepts(run: Invoke, tmp_path: Path) -> None:
     run("subscribers", "add", "ann@example.com")
     out = tmp_path / "out.csv"

@@ -1,5 +1,5 @@
-"""The delivery record behind the store interface, against a real SQLite file: its
-schema and migration, who is still to send, outcomes, Message-IDs and the lock."""
+"""The delivery record behind the store interface, against each backend: its schema, who
+is still to send, outcomes, Message-IDs and the lock; and SQLite's migration of it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from composer.store.deliveries import (
     State,
 )
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
-from tests.conftest import EXAMPLE_MD, fast, subscribe
+from tests.conftest import EXAMPLE_MD, both_backends, fast, integrity_error, raw_sql, subscribe
 
 ISSUE = "2024-05-03-example"
 
@@ -45,12 +45,6 @@ def readers(store: SubscriberStore, count: int) -> list[Recipient]:
         Recipient(email=s.email, key=s.key, name=s.name, tier=s.tier, subscriber_id=s.id)
         for s in store.iter_all()
     ]
-
-
-def database_path(store: SubscriberStore) -> Path:
-    """The file behind ``store``, for what only raw SQL can check."""
-    assert isinstance(store, SqliteSubscriberStore)
-    return store.path
 
 
 def outcome(recipient: Recipient, state: State, **fields: object) -> Outcome:
@@ -97,18 +91,18 @@ def test_a_schema_2_database_with_deliveries_migrates_keeping_every_row(tmp_path
     db.close()
 
 
+@both_backends
 def test_the_schema_holds_every_delivery_state_and_nothing_else(store: SubscriberStore) -> None:
     assert set(STATES) == set(get_args(State)) >= {"bounced", "complained", "unknown"}
     recipients = readers(store, len(STATES))
     with store.deliveries(ISSUE) as journal:
         journal.record(outcome(r, state) for r, state in zip(recipients, STATES, strict=True))
         assert journal.status().counts == dict.fromkeys(STATES, 1)
-    path = database_path(store)
-    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-        db.execute("UPDATE deliveries SET state = 'lost' WHERE subscriber_id = 1")
-    db.close()
+    with pytest.raises(integrity_error(store), match=r"(?i)check"):
+        raw_sql(store, "UPDATE deliveries SET state = 'lost' WHERE subscriber_id = 1")
 
 
+@both_backends
 def test_recipients_are_those_still_to_send_by_state_and_segment(store: SubscriberStore) -> None:
     recipients = readers(store, 12)
     by_id = {r.subscriber_id: r for r in recipients}
@@ -171,6 +165,7 @@ def test_counting_who_is_still_to_send_is_one_query_not_a_walk_of_the_list(
         assert len(reads) == 1 and "count(*)" in reads[0]
 
 
+@both_backends
 def test_a_bounced_outcome_marks_an_active_subscriber_bounced_and_no_unsubscribed_one(
     store: SubscriberStore,
 ) -> None:
@@ -193,6 +188,7 @@ def test_a_bounced_outcome_marks_an_active_subscriber_bounced_and_no_unsubscribe
     ]
 
 
+@both_backends
 def test_a_message_id_recorded_with_sending_is_kept_and_finds_the_delivery_and_reader(
     store: SubscriberStore,
 ) -> None:
@@ -227,6 +223,7 @@ def test_a_message_id_recorded_with_sending_is_kept_and_finds_the_delivery_and_r
     assert store.find_delivery("<nobody@news.example.com>") is None
 
 
+@both_backends
 def test_a_dispatch_records_the_message_id_each_reader_received(send_config: Path, smtp) -> None:
     subscribe(send_config, 5)
     config = load_config(send_config)
@@ -242,6 +239,7 @@ def test_a_dispatch_records_the_message_id_each_reader_received(send_config: Pat
             assert found.subscriber.email == message["To"].addresses[0].addr_spec
 
 
+@both_backends
 def test_one_holder_at_a_time_and_a_dead_holders_lock_is_taken_over(
     store: SubscriberStore,
 ) -> None:
@@ -257,17 +255,16 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_is_taken_over(
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    path = database_path(store)
     for host, pid, age in (
         (socket.gethostname(), gone.pid, 0.0),  # its process is gone
         ("elsewhere", 1, LOCK_STALE_SECONDS + 1),  # it stopped refreshing the lock
     ):
-        with sqlite3.connect(path) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO dispatch_locks VALUES (?, 'x', ?, ?, ?)",
-                (ISSUE, host, pid, time.time() - age),
-            )
-        db.close()
+        raw_sql(store, "DELETE FROM dispatch_locks WHERE issue = ?", (ISSUE,))
+        raw_sql(
+            store,
+            "INSERT INTO dispatch_locks VALUES (?, 'x', ?, ?, ?)",
+            (ISSUE, host, pid, time.time() - age),
+        )
         with store.deliveries(ISSUE) as journal:
             assert not journal.status().running
             journal.acquire("all")

@@ -121,7 +121,7 @@ def test_an_unsubscribe_while_another_writes_is_answered_kept_and_applied_once_i
     ann = links.url("ann@example.com", "issue-7").removeprefix(base)
     bob = links.url("bob@example.com", "issue-7").removeprefix(base)
     one_click = {"List-Unsubscribe": "One-Click"}
-    queue = PendingUnsubscribes(config.subscribers.database)
+    queue = PendingUnsubscribes(config.subscribers)
 
     with write_lock(config.subscribers.database):
         answered = server.post(ann, data=one_click, timeout=30)
@@ -149,7 +149,7 @@ def test_a_queued_unsubscribe_outlives_the_server_and_the_next_command_applies_i
     run_cli, config: Config, store: SubscriberStore
 ) -> None:
     store.save(NewSubscriber("ann@example.com", "ann@example.com"))
-    queue = PendingUnsubscribes(config.subscribers.database)
+    queue = PendingUnsubscribes(config.subscribers)
     queue.add(QueuedUnsubscribe(key="ann@example.com", email="ann@example.com", reason="link"))
     assert queue.path.stat().st_mode & 0o077 == 0, "personal data: the owner's alone"
 
@@ -167,7 +167,7 @@ def test_a_send_while_another_writes_does_not_start_with_an_unsubscribe_still_qu
     with open_store(config.subscribers) as store:
         for email in ("ann@example.com", "bob@example.com"):
             store.save(NewSubscriber(email, email))
-    queue = PendingUnsubscribes(config.subscribers.database)
+    queue = PendingUnsubscribes(config.subscribers)
     queue.add(QueuedUnsubscribe(key="ann@example.com", email="ann@example.com", reason="link"))
 
     with write_lock(config.subscribers.database):

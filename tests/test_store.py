@@ -1,4 +1,5 @@
-"""The SQLite subscriber store: schema, forward-only statuses, batched reads."""
+"""The subscriber store: forward-only statuses, history, batched reads, against each
+backend; and the SQLite file's own schema and settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from composer.errors import StoreError
 from composer.store import NewSubscriber, SubscriberStore, address_key
 from composer.store.sqlite import MIGRATIONS, SqliteSubscriberStore
+from tests.conftest import both_backends, raw_sql
 
 
 def new(email: str, **fields: object) -> NewSubscriber:
@@ -47,6 +49,7 @@ def test_a_file_that_is_not_sqlite_is_refused_with_one_line(tmp_path: Path) -> N
         SqliteSubscriberStore(path)
 
 
+@both_backends
 def test_unsubscribed_address_is_not_reactivated_by_a_plain_save(store: SubscriberStore) -> None:
     store.save(new("ann@example.com"))
     store.mark_status("ann@example.com", "unsubscribed", "asked")
@@ -55,6 +58,7 @@ def test_unsubscribed_address_is_not_reactivated_by_a_plain_save(store: Subscrib
     assert (subscriber.status, subscriber.name) == ("unsubscribed", "")
 
 
+@both_backends
 def test_resubscribe_reactivates_and_records_why(store: SubscriberStore) -> None:
     store.save(new("ann@example.com"))
     store.mark_status("ann@example.com", "bounced", "550 no such user")
@@ -63,28 +67,29 @@ def test_resubscribe_reactivates_and_records_why(store: SubscriberStore) -> None
     assert (subscriber.status, subscriber.status_reason) == ("active", "came back")
 
 
-def test_every_status_change_is_kept_in_the_history(tmp_path: Path) -> None:
-    path = tmp_path / "subscribers.db"
-    with SqliteSubscriberStore(path) as store:
-        store.save(new("ann@example.com"), reason="signed up")
-        store.mark_status("ann@example.com", "unsubscribed", "asked")
-        store.mark_status("ann@example.com", "unsubscribed", "asked twice")
-        store.save(new("ann@example.com"), resubscribe=True, reason="came back")
-    with sqlite3.connect(path) as db:
-        history = db.execute("SELECT status, reason FROM status_changes ORDER BY id").fetchall()
+@both_backends
+def test_every_status_change_is_kept_in_the_history(store: SubscriberStore) -> None:
+    store.save(new("ann@example.com"), reason="signed up")
+    store.mark_status("ann@example.com", "unsubscribed", "asked")
+    store.mark_status("ann@example.com", "unsubscribed", "asked twice")
+    store.save(new("ann@example.com"), resubscribe=True, reason="came back")
+    history = raw_sql(store, "SELECT status, reason FROM status_changes ORDER BY id")
     assert history == [("active", "signed up"), ("unsubscribed", "asked"), ("active", "came back")]
 
 
+@both_backends
 def test_mark_status_of_an_unknown_address_returns_none(store: SubscriberStore) -> None:
     assert store.mark_status("nobody@example.com", "complained", "abuse report") is None
 
 
+@both_backends
 def test_mark_status_cannot_resubscribe(store: SubscriberStore) -> None:
     store.save(new("ann@example.com"))
     with pytest.raises(ValueError, match="resubscribe"):
         store.mark_status("ann@example.com", "active", "oops")  # type: ignore[arg-type]
 
 
+@both_backends
 def test_omitted_fields_keep_the_existing_values(store: SubscriberStore) -> None:
     store.save(new("ann@example.com", name="Ann", tier="paid", tags=("vip",)))
     subscriber, change = store.save(new("ann@EXAMPLE.com"))
@@ -93,6 +98,7 @@ def test_omitted_fields_keep_the_existing_values(store: SubscriberStore) -> None
     assert subscriber.email == "ann@example.com"
 
 
+@both_backends
 def test_iter_active_pages_through_one_segment_in_insertion_order(
     store: SubscriberStore,
 ) -> None:
@@ -112,6 +118,7 @@ def test_iter_active_pages_through_one_segment_in_insertion_order(
     }
 
 
+@both_backends
 def test_import_many_folds_duplicates_across_batches(store: SubscriberStore) -> None:
     rows = [new(f"user{n % 7}@example.com") for n in range(20)]
     counts = store.import_many(rows, batch_size=3)

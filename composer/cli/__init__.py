@@ -10,6 +10,7 @@ One module per group of commands, each a thin shell over the library:
     sending.py       outbox, send-test, send, status
     scheduling.py    schedule, worker
     bounces.py       the ``bounces`` group: fetch, list
+    database.py      the ``db`` group: db copy
 
 Each module lists its commands in ``COMMANDS``; a new module is one more line in
 ``COMMANDS`` below. Each command imports its worker inside the function, so ``--help``
@@ -24,7 +25,7 @@ import logging
 import click
 
 from composer import __version__
-from composer.cli import bounces, composing, folder, scheduling, sending, subscribers, web
+from composer.cli import bounces, composing, database, folder, scheduling, sending, subscribers, web
 
 
 class EchoWarnings(logging.Handler):
@@ -54,6 +55,7 @@ COMMANDS: tuple[click.Command, ...] = (
     *sending.COMMANDS,
     *scheduling.COMMANDS,
     *bounces.COMMANDS,
+    *database.COMMANDS,
 )
 for command in COMMANDS:
     cli.add_command(command)

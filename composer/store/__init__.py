@@ -1,8 +1,10 @@
 """The subscriber list: its values and the small interface every store implements.
 
-The SQLite store in :mod:`composer.store.sqlite` is the one shipped; a server
-database (PostgreSQL) can stand behind the same :class:`SubscriberStore` later,
-chosen in :func:`open_store`. The record of every issue sent to the list (its
+Two stores stand behind the same :class:`SubscriberStore`, chosen in
+:func:`open_store` by ``[subscribers] database``: a SQLite file
+(:mod:`composer.store.sqlite`, the default) or a PostgreSQL server
+(:mod:`composer.store.postgresql`); :mod:`composer.store.copy` moves a list from one
+to the other. The record of every issue sent to the list (its
 :class:`~composer.store.deliveries.DispatchJournal`) and the scheduled dispatches
 (:class:`~composer.store.schedules.ScheduleBook`) come from the same store.
 Nothing outside this package writes SQL, and nothing in it imports the sending or
@@ -32,9 +34,9 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from composer.errors import AddressSuppressed, StoreBusy
+from composer.errors import AddressSuppressed, StoreBusy, StoreError
 from composer.model import Tier
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
     from composer.store.personal import PersonalData
     from composer.store.schedules import ScheduleBook
+    from composer.store.tables import Table
 
 Status = Literal["active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
@@ -200,6 +203,22 @@ class SubscriberStore(Protocol):
     def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
         """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
 
+    # Whole tables, for moving a list to another store (composer.store.copy).
+
+    def table_names(self) -> set[str]:
+        """The tables the store holds."""
+
+    def count_rows(self, table: Table) -> int:
+        """How many rows ``table`` holds."""
+
+    def table_rows(self, table: Table, *, batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Every row of ``table`` in the order of its key, ``batch_size`` at a time, in the
+        form :mod:`composer.store.tables` describes."""
+
+    def put_rows(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        """Add ``rows`` to ``table`` in one transaction, keeping any row whose key is there
+        already, without the history a new subscriber would get (the rows bring theirs)."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -214,17 +233,18 @@ class SubscriberStore(Protocol):
 
 
 def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> SubscriberStore:
-    """Open (creating and migrating on first use) the store ``[subscribers]`` names, and
-    apply the unsubscribes ``newsletter serve`` queued while it was busy
-    (:mod:`composer.store.pending`), so that no command acts on a reader who has left:
-    when they cannot be applied yet, :class:`~composer.errors.StoreBusy`.
-    ``serve`` itself, which applies its queue in the background, opens it with
-    ``apply_queued=False``: a page is never kept waiting for a busy database."""
+    """Open (creating and migrating on first use) the store ``[subscribers]`` names: the
+    SQLite file, or the PostgreSQL server (:mod:`composer.store.postgresql`, the optional
+    extra ``newsletter[postgresql]``). Then apply the unsubscribes ``newsletter serve``
+    queued while it was busy (:mod:`composer.store.pending`), so that no command acts on
+    a reader who has left: when they cannot be applied yet,
+    :class:`~composer.errors.StoreBusy`. ``serve`` itself, which applies its queue in the
+    background, opens it with ``apply_queued=False``: a page is never kept waiting for a
+    busy database."""
     from composer.store.pending import PendingUnsubscribes
-    from composer.store.sqlite import SqliteSubscriberStore
 
-    store = SqliteSubscriberStore(settings.database)
-    pending = PendingUnsubscribes(settings.database)
+    store = open_backend(settings)
+    pending = PendingUnsubscribes(settings)
     if apply_queued and pending.waiting():
         try:
             applied = pending.apply(store)
@@ -234,12 +254,31 @@ def open_store(settings: SubscriberSettings, *, apply_queued: bool = True) -> Su
         if not applied:
             store.close()
             raise StoreBusy(
-                f"{settings.database}: the subscriber database is busy: another process (a"
-                " send, an import, a sqlite3 shell) kept its write lock past the wait, so the"
-                f" unsubscribes queued in {pending.path} could not be applied and nothing was"
-                " done: try again in a moment, once it has finished"
+                f"{settings.name}: the subscriber database is busy: another process (a"
+                " send, an import, a database shell) kept its write lock past the wait, so"
+                f" the unsubscribes queued in {pending.path} could not be applied and nothing"
+                " was done: try again in a moment, once it has finished"
             )
     return store
+
+
+def open_backend(settings: SubscriberSettings) -> SubscriberStore:
+    """The store ``settings`` names, created and migrated, without looking at the queue
+    of unsubscribes: :func:`open_store` is what commands use."""
+    if settings.database is not None:
+        from composer.store.sqlite import SqliteSubscriberStore
+
+        return SqliteSubscriberStore(settings.database)
+    try:
+        from composer.store.postgresql import PostgresSubscriberStore
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("psycopg"):
+            raise
+        raise StoreError(
+            f"{settings.url}: a PostgreSQL list needs the psycopg driver, which is not"
+            " installed: pip install 'newsletter[postgresql]'"
+        ) from exc
+    return PostgresSubscriberStore(settings.url, settings.password_env)
 
 
 def address_key(normalized: str) -> str:

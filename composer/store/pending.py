@@ -2,12 +2,15 @@
 
 When another process holds the subscriber database's write lock for longer than a
 write waits (:class:`~composer.errors.StoreBusy`), ``newsletter serve`` still owes the
-reader the unsubscribe it has answered for. It adds the request to a file beside the
-database (``subscribers.db.unsubscribes``: one JSON object a line, synced to the disk
-before the reader is answered) and applies it once the lock is free. Every opening of
-the store (:func:`composer.store.open_store`) applies what is waiting too, so that a
-send started in the meantime skips those readers, or stops (:class:`StoreBusy`) when
-the database is still too busy to take them.
+reader the unsubscribe it has answered for. It adds the request to a file
+(``SubscriberSettings.unsubscribe_queue``: ``subscribers.db.unsubscribes`` beside a SQLite
+file, ``<database>@<host>.unsubscribes`` next to ``config.toml`` for a PostgreSQL
+server; one JSON object a line, synced to the disk before the reader is answered)
+and applies it once the lock is free. On PostgreSQL a write waits only for the rows
+it touches, so this happens only when another session keeps that reader's row locked.
+Every opening of the store (:func:`composer.store.open_store`) applies what is
+waiting too, so that a send started in the meantime skips those readers, or stops
+(:class:`StoreBusy`) when the database is still too busy to take them.
 
 The file is locked (``flock``) while a request is added to it or applied ones are
 taken off it, never while the database is waited for; it is removed once everything
@@ -25,13 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from composer.config import SubscriberSettings
 from composer.errors import StoreBusy, StoreError
 from composer.store import SubscriberStore
 from composer.store.membership import record_unsubscribe
 
 log = logging.getLogger(__name__)
-
-SUFFIX = ".unsubscribes"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +47,10 @@ class QueuedUnsubscribe:
 
 
 class PendingUnsubscribes:
-    """The queue of unsubscribes beside the database file ``database``."""
+    """The queue of unsubscribes of the list ``settings`` names."""
 
-    def __init__(self, database: Path) -> None:
-        self.path = database.with_name(database.name + SUFFIX)
+    def __init__(self, settings: SubscriberSettings) -> None:
+        self.path = settings.unsubscribe_queue
 
     def waiting(self) -> bool:
         """Whether anything is queued."""

@@ -85,7 +85,7 @@ class LaterUnsubscribes:
 
     def __init__(self, settings: SubscriberSettings) -> None:
         self.settings = settings
-        self.queue = PendingUnsubscribes(settings.database)
+        self.queue = PendingUnsubscribes(settings)
         self._task: asyncio.Task[None] | None = None
 
     async def unsubscribe(self, wish: QueuedUnsubscribe) -> str:

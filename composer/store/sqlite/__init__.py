@@ -6,6 +6,7 @@
     deliveries.py   each issue's delivery record and dispatch lock: SqliteDispatchJournal
     schedules.py    the scheduled dispatches: SqliteScheduleBook
     case_duplicates.py  the migration merging rows whose addresses differ only in case
+    tables.py       whole tables read and written, for a copy between stores
 
 Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``
 imports it.

@@ -41,10 +41,10 @@ from composer.store.deliveries import (
     TracedDelivery,
     bounce_reason,
     lock_is_stale,
-    still_to_send,
 )
 from composer.store.sqlite.database import connect, now_text, write_transaction
-from composer.store.sqlite.rows import SUBSCRIBER_COLUMNS, mark_bounced, subscriber_from_row
+from composer.store.sqlite.rows import mark_bounced, subscriber_from_row
+from composer.store.tables import DELIVERY_COLUMNS, SUBSCRIBER_COLUMNS, to_send_condition
 
 # A database held by another writer is waited for this long before giving up.
 BUSY_TIMEOUT_MS = 10_000
@@ -72,19 +72,7 @@ _UPSERT_WITH_MESSAGE_ID = _UPSERT.replace(
     "updated_at = excluded.updated_at,\n    message_id = excluded.message_id\n",
 )
 _MESSAGE_ID = 8  # its place in a row of _UPSERT
-_DELIVERY_COLUMNS = (
-    "issue",
-    "subscriber_id",
-    "email",
-    "state",
-    "attempts",
-    "code",
-    "reply",
-    "retryable",
-    "message_id",
-    "updated_at",
-)
-_DELIVERY_SELECT = ", ".join(f"d.{name}" for name in _DELIVERY_COLUMNS)
+_DELIVERY_SELECT = ", ".join(f"d.{name}" for name in DELIVERY_COLUMNS)
 _SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
 
 
@@ -212,7 +200,9 @@ class SqliteDispatchJournal:
         page_size: int = 500,
     ) -> Iterator[Recipient]:
         """The active subscribers of ``segment`` still to send to, a page at a time."""
-        where, params = self._to_send(segment, retry_failed, include_unknown)
+        where, params = to_send_condition(
+            segment, retry_failed=retry_failed, include_unknown=include_unknown, mark="?"
+        )
         query = (
             "SELECT s.id, s.email, s.key, s.name, s.tier FROM subscribers AS s"
             " LEFT JOIN deliveries AS d ON d.issue = ? AND d.subscriber_id = s.id"
@@ -235,34 +225,14 @@ class SqliteDispatchJournal:
         self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
     ) -> int:
         """How many recipients :meth:`recipients` would yield now, counted in SQL."""
-        where, params = self._to_send(segment, retry_failed, include_unknown)
+        where, params = to_send_condition(
+            segment, retry_failed=retry_failed, include_unknown=include_unknown, mark="?"
+        )
         query = (
             "SELECT count(*) FROM subscribers AS s LEFT JOIN deliveries AS d"
             f" ON d.issue = ? AND d.subscriber_id = s.id WHERE {where}"
         )
         return int(self._reads.execute(query, (self.key, *params)).fetchone()[0])
-
-    @staticmethod
-    def _to_send(
-        segment: Segment, retry_failed: bool, include_unknown: bool
-    ) -> tuple[str, tuple[str, ...]]:
-        """The condition on ``s`` (subscribers) and ``d`` (their delivery, if any) that
-        keeps the active subscribers of ``segment`` :func:`still_to_send` says to send
-        to, and its parameters; the states are read from that function, so the rules
-        stay spelled once."""
-        rules = {"retry_failed": retry_failed, "include_unknown": include_unknown}
-        assert still_to_send(None, False, **rules), "never attempted is always sent"
-        always = tuple(state for state in STATES if still_to_send(state, False, **rules))
-        if_retryable = tuple(
-            state for state in STATES if state not in always and still_to_send(state, True, **rules)
-        )
-        tiers = segment_tiers(segment)
-        where = (
-            f"s.status = 'active' AND s.tier IN ({_marks(tiers)}) AND (d.state IS NULL"
-            f" OR d.state IN ({_marks(always)})"
-            f" OR (d.retryable AND d.state IN ({_marks(if_retryable)})))"
-        )
-        return where, (*tiers, *always, *if_retryable)
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write ``outcomes`` in one transaction, marking bounced subscribers bounced."""
@@ -405,7 +375,7 @@ def find_delivery(db: sqlite3.Connection, message_id: str) -> TracedDelivery | N
     ).fetchone()
     if row is None:
         return None
-    width = len(_DELIVERY_COLUMNS)
+    width = len(DELIVERY_COLUMNS)
     return TracedDelivery(
         delivery=_delivery(row[:width]), subscriber=subscriber_from_row(row[width:])
     )
@@ -435,8 +405,3 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         message_id=message_id,
         updated_at=dt.datetime.fromisoformat(updated),
     )
-
-
-def _marks(values: tuple[str, ...]) -> str:
-    """As many ``?`` as ``values``, comma-separated (none: an empty SQL list)."""
-    return ",".join("?" * len(values))

@@ -12,19 +12,9 @@ from typing import Any, cast
 from composer.model import Tier
 from composer.store import Status, Subscriber
 from composer.store.sqlite.database import now_text
+from composer.store.tables import SUBSCRIBER_COLUMNS, SUBSCRIBER_SELECT
 
-SUBSCRIBER_COLUMNS = (
-    "id",
-    "email",
-    "key",
-    "name",
-    "tier",
-    "tags",
-    "status",
-    "status_changed_at",
-    "status_reason",
-)
-SUBSCRIBER_SELECT = ", ".join(SUBSCRIBER_COLUMNS)
+__all__ = ["SUBSCRIBER_COLUMNS", "SUBSCRIBER_SELECT", "mark_bounced", "subscriber_from_row"]
 
 
 def subscriber_from_row(row: tuple[Any, ...]) -> Subscriber:

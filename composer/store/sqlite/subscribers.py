@@ -46,6 +46,7 @@ from composer.store.sqlite.deliveries import (
 from composer.store.sqlite.feedback import feedback_counts, recent_feedback, record_feedback
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 from composer.store.sqlite.schedules import SqliteScheduleBook
+from composer.store.sqlite.tables import TableRows
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
@@ -63,7 +64,7 @@ _UPDATE = (
 MAX_BATCH = 10_000
 
 
-class SqliteSubscriberStore:
+class SqliteSubscriberStore(TableRows):
     """:class:`composer.store.SubscriberStore` over one SQLite file, created on first use."""
 
     def __init__(self, path: Path) -> None:

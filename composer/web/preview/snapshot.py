@@ -64,7 +64,7 @@ def find_reader(config: Config, email: str) -> Reader:
     """The subscriber ``email`` on ``config``'s list, or :class:`SubscriberError`."""
     database = config.subscribers.database
     # Looking someone up must not leave an empty database behind as a side effect.
-    if not database.exists():
+    if database is not None and not database.exists():
         raise SubscriberError(f"no subscriber list yet at {database}; add subscribers first")
     key = checked_key(email)
     with open_store(config.subscribers) as store:

@@ -1,0 +1,282 @@
+"""The subscriber list on a PostgreSQL server: batched writes, keyset-paginated reads.
+
+The twin of :mod:`composer.store.sqlite.subscribers`, method for method. Connections,
+the schema and error translation are :mod:`composer.store.postgresql.database`'s;
+the delivery record of each issue is :mod:`composer.store.postgresql.deliveries`'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast, get_args
+
+from composer.store import (
+    STATUSES,
+    Change,
+    ImportCounts,
+    InactiveStatus,
+    NewSubscriber,
+    Segment,
+    Status,
+    Subscriber,
+    classify,
+    segment_tiers,
+)
+from composer.store.postgresql.database import (
+    POOLS,
+    errors_translated,
+    moment,
+    now,
+    write_transaction,
+)
+from composer.store.postgresql.deliveries import (
+    PostgresDispatchJournal,
+    find_delivery,
+    find_dispatches,
+)
+from composer.store.postgresql.rows import subscriber_from_row
+from composer.store.postgresql.tables import TableRows
+from composer.store.tables import SUBSCRIBER_SELECT
+
+if TYPE_CHECKING:
+    from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
+
+_INSERT = (
+    "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
+    " status_reason, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_UPDATE = (
+    "UPDATE subscribers SET name = %s, tier = %s, tags = %s, status = %s,"
+    " status_changed_at = %s, status_reason = %s WHERE key = %s"
+)
+MAX_BATCH = 10_000
+# Saves and import batches take it, one at a time as in SQLite, so that two processes
+# adding the same new address never both find it missing; "nl" and "list" in ASCII.
+LIST_LOCK = (0x6E6C, 0x6C697374)
+
+
+class PostgresSubscriberStore(TableRows):
+    """:class:`composer.store.SubscriberStore` on the PostgreSQL database at ``url``
+    (no password in it: it is read from the environment variable ``password_env``),
+    created on first use. Its connection comes from the process's pool."""
+
+    def __init__(self, url: str, password_env: str) -> None:
+        self.url = url
+        self.password_env = password_env
+        self._db = POOLS.take(url, password_env)
+
+    def __enter__(self) -> PostgresSubscriberStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the connection back to the pool."""
+        POOLS.give(self.url, self.password_env, self._db)
+
+    def get(self, key: str) -> Subscriber | None:
+        """The subscriber with normalised address ``key``, or None."""
+        with errors_translated(self.url):
+            row = self._db.execute(
+                f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key = %s", (key,)
+            ).fetchone()
+        return subscriber_from_row(row) if row else None
+
+    def save(
+        self, new: NewSubscriber, *, resubscribe: bool = False, reason: str = ""
+    ) -> tuple[Subscriber, Change]:
+        """Add or update one subscriber by the rules in :mod:`composer.store`."""
+        with write_transaction(self._db, self.url):
+            self._db.execute("SELECT pg_advisory_xact_lock(%s, %s)", LIST_LOCK)
+            old = self.get(new.key)
+            change = classify(old, new, resubscribe=resubscribe)
+            self._apply([(old, new, change)], reason or new.status_reason)
+        saved = self.get(new.key)
+        assert saved is not None
+        return saved, change
+
+    def import_many(self, rows: Iterable[NewSubscriber], *, batch_size: int = 1000) -> ImportCounts:
+        """Save a stream of rows in batched transactions, folding repeated addresses."""
+        batch_size = max(1, min(batch_size, MAX_BATCH))
+        with errors_translated(self.url):
+            # Addresses already seen in this import live in a temporary table, not a
+            # Python set, so memory stays flat however long the file is.
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (key TEXT PRIMARY KEY)")
+            self._db.execute("TRUNCATE import_seen")
+        counts = dict.fromkeys(("added", "updated", "unchanged", "kept_inactive", "duplicates"), 0)
+        saved = 0
+        stream = iter(rows)
+        while batch := list(islice(stream, batch_size)):
+            outcome = (
+                f"the import stopped: {saved:,} rows were saved and the rest were not;"
+                " import the same file again once it has finished (the saved rows count"
+                " as unchanged)"
+            )
+            with write_transaction(self._db, self.url, outcome):
+                self._db.execute("SELECT pg_advisory_xact_lock(%s, %s)", LIST_LOCK)
+                self._import_batch(batch, counts)
+            saved += len(batch)
+        with errors_translated(self.url):
+            self._db.execute("TRUNCATE import_seen")
+        return ImportCounts(**counts)
+
+    def _import_batch(self, batch: list[NewSubscriber], counts: dict[str, int]) -> None:
+        """Save one batch of an import inside the caller's transaction, adding what each
+        row did to ``counts``."""
+        keys = list({row.key: None for row in batch})
+        seen = {
+            key
+            for (key,) in self._db.execute(
+                "SELECT key FROM import_seen WHERE key = ANY(%s)", (keys,)
+            )
+        }
+        fresh: dict[str, NewSubscriber] = {}
+        for row in batch:
+            if row.key in seen or row.key in fresh:
+                counts["duplicates"] += 1
+            else:
+                fresh[row.key] = row
+        with self._db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO import_seen (key) VALUES (%s)", [(key,) for key in fresh]
+            )
+        existing = {
+            row[2]: subscriber_from_row(row)
+            for row in self._db.execute(
+                f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE key = ANY(%s)",
+                (keys,),
+            )
+        }
+        plan = []
+        for key, new in fresh.items():
+            old = existing.get(key)
+            change = classify(old, new, resubscribe=False)
+            counts[change] += 1
+            plan.append((old, new, change))
+        self._apply(plan, "imported")
+
+    def _apply(
+        self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
+    ) -> None:
+        stamp = now()
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for old, new, change in plan:
+            changed_at = moment(new.status_changed_at) if new.status_changed_at else stamp
+            why = new.status_reason or reason
+            if old is None:
+                inserts.append(
+                    (
+                        new.email,
+                        new.key,
+                        new.name or "",
+                        new.tier or "free",
+                        ";".join(new.tags or ()),
+                        new.status,
+                        changed_at,
+                        why,
+                        stamp,
+                    )
+                )
+            elif change in ("updated", "resubscribed"):
+                status_moves = new.status != old.status
+                updates.append(
+                    (
+                        old.name if new.name is None else new.name,
+                        old.tier if new.tier is None else new.tier,
+                        ";".join(old.tags if new.tags is None else new.tags),
+                        new.status,
+                        changed_at if status_moves else old.status_changed_at,
+                        why if status_moves else old.status_reason,
+                        new.key,
+                    )
+                )
+        with self._db.cursor() as cursor:
+            if inserts:
+                cursor.executemany(_INSERT, inserts)
+            if updates:
+                cursor.executemany(_UPDATE, updates)
+
+    def mark_status(self, key: str, status: InactiveStatus, reason: str) -> Subscriber | None:
+        """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown."""
+        if status not in get_args(InactiveStatus):
+            raise ValueError(f"mark_status cannot set {status!r}; resubscribe with save()")
+        with write_transaction(self._db, self.url):
+            self._db.execute(
+                "UPDATE subscribers SET status = %s, status_changed_at = %s,"
+                " status_reason = %s WHERE key = %s AND status != %s",
+                (status, now(), reason, key, status),
+            )
+        return self.get(key)
+
+    def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
+        """Every subscriber in insertion order, read ``batch_size`` rows at a time."""
+        return self._pages("true", (), batch_size)
+
+    def iter_active(
+        self, segment: Segment = "all", *, batch_size: int = 1000
+    ) -> Iterator[Subscriber]:
+        """The active subscribers of ``segment`` in insertion order, in keyset-paginated batches."""
+        tiers = list(segment_tiers(segment))
+        return self._pages("status = 'active' AND tier = ANY(%s)", (tiers,), batch_size)
+
+    def _pages(self, where: str, params: tuple[Any, ...], batch_size: int) -> Iterator[Subscriber]:
+        query = (
+            f"SELECT {SUBSCRIBER_SELECT} FROM subscribers WHERE {where} AND id > %s"
+            " ORDER BY id LIMIT %s"
+        )
+        last = 0
+        while True:
+            # Each page is its own short statement, so a long dispatch never holds a
+            # snapshot open and vacuum is never kept waiting by it.
+            with errors_translated(self.url):
+                rows = self._db.execute(query, (*params, last, batch_size)).fetchall()
+            for row in rows:
+                yield subscriber_from_row(row)
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
+
+    def count_active(self, segment: Segment = "all") -> int:
+        """How many subscribers :meth:`iter_active` would yield now."""
+        with errors_translated(self.url):
+            row = self._db.execute(
+                "SELECT count(*) FROM subscribers WHERE status = 'active' AND tier = ANY(%s)",
+                (list(segment_tiers(segment)),),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many subscribers have each status."""
+        counts: dict[Status, int] = dict.fromkeys(STATUSES, 0)
+        with errors_translated(self.url):
+            for status, count in self._db.execute(
+                "SELECT status, count(*) FROM subscribers GROUP BY status"
+            ):
+                counts[cast(Status, status)] = count
+        return counts
+
+    def deliveries(
+        self, key: str, identity: IssueIdentity | None = None
+    ) -> PostgresDispatchJournal:
+        """The delivery record and dispatch lock of the dispatch keyed ``key``, on
+        connections of its own."""
+        return PostgresDispatchJournal(self.url, self.password_env, key, identity)
+
+    def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
+        """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
+        with errors_translated(self.url):
+            return find_dispatches(self._db, issue)
+
+    def find_delivery(self, message_id: str) -> TracedDelivery | None:
+        """The delivery whose copy had ``message_id``, with its subscriber, or None."""
+        with errors_translated(self.url):
+            return find_delivery(self._db, message_id)

@@ -1,0 +1,139 @@
+"""The tables every store keeps, as both backends spell them: their columns, the SQL
+they share, and the order a copy moves them in (:mod:`composer.store.copy`).
+
+A value crosses between backends in one form: a moment as an aware UTC
+``datetime``, a flag as a ``bool``, text and numbers as they are. Each backend reads
+and writes that form; how it stores it (ISO text and 0/1 in SQLite, ``timestamptz``
+and ``boolean`` in PostgreSQL) is its own business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from composer.errors import StoreError
+from composer.store import Segment, segment_tiers
+from composer.store.deliveries import STATES, still_to_send
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table as a copy sees it: its columns, the leading ones its primary key, and
+    which of them hold a moment or a flag."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    moments: frozenset[str] = frozenset()
+    flags: frozenset[str] = frozenset()
+
+
+SUBSCRIBER_COLUMNS = (
+    "id",
+    "email",
+    "key",
+    "name",
+    "tier",
+    "tags",
+    "status",
+    "status_changed_at",
+    "status_reason",
+)
+SUBSCRIBER_SELECT = ", ".join(SUBSCRIBER_COLUMNS)
+DELIVERY_COLUMNS = (
+    "issue",
+    "subscriber_id",
+    "email",
+    "state",
+    "attempts",
+    "code",
+    "reply",
+    "retryable",
+    "message_id",
+    "updated_at",
+)
+
+# In the order a copy writes them: a row's references are written before it. The
+# dispatch locks are not among them: a lock belongs to a process using the source.
+TABLES: tuple[Table, ...] = (
+    Table(
+        "subscribers",
+        (*SUBSCRIBER_COLUMNS, "created_at"),
+        key=("id",),
+        moments=frozenset({"status_changed_at", "created_at"}),
+    ),
+    Table(
+        "status_changes",
+        ("id", "subscriber_id", "status", "changed_at", "reason"),
+        key=("id",),
+        moments=frozenset({"changed_at"}),
+    ),
+    Table(
+        "dispatches",
+        (
+            "issue",
+            "segment",
+            "started_at",
+            "last_run_at",
+            "last_result",
+            "slug",
+            "issue_id",
+            "content_digest",
+        ),
+        key=("issue",),
+        moments=frozenset({"started_at", "last_run_at"}),
+    ),
+    Table(
+        "deliveries",
+        DELIVERY_COLUMNS,
+        key=("issue", "subscriber_id"),
+        moments=frozenset({"updated_at"}),
+        flags=frozenset({"retryable"}),
+    ),
+)
+# Tables a store keeps that are no part of the list to copy.
+NOT_COPIED = frozenset({"dispatch_locks", "schema_version"})
+
+
+def to_send_condition(
+    segment: Segment, *, retry_failed: bool, include_unknown: bool, mark: str
+) -> tuple[str, tuple[str, ...]]:
+    """The condition on ``s`` (subscribers) and ``d`` (their delivery of the issue, if
+    any) that keeps the active subscribers of ``segment`` that
+    :func:`~composer.store.deliveries.still_to_send` says to send to, with ``mark`` as
+    the backend's parameter marker; and its parameters. The states are read from that
+    function, so the rules stay spelled once."""
+    rules = {"retry_failed": retry_failed, "include_unknown": include_unknown}
+    assert still_to_send(None, False, **rules), "never attempted is always sent"
+    always = tuple(state for state in STATES if still_to_send(state, False, **rules))
+    if_retryable = tuple(
+        state for state in STATES if state not in always and still_to_send(state, True, **rules)
+    )
+    tiers = segment_tiers(segment)
+
+    def marks(values: tuple[str, ...]) -> str:
+        # An empty IN () is valid in SQLite but not in PostgreSQL; NULL matches nothing.
+        return ",".join(mark for _ in values) or "NULL"
+
+    where = (
+        f"s.status = 'active' AND s.tier IN ({marks(tiers)}) AND (d.state IS NULL"
+        f" OR d.state IN ({marks(always)})"
+        f" OR (d.retryable AND d.state IN ({marks(if_retryable)})))"
+    )
+    return where, (*tiers, *always, *if_retryable)
+
+
+def other_rows(where: str, table: Table, count: int) -> StoreError:
+    """The error for a copy whose destination ``where`` holds ``count`` rows of ``table``
+    under the keys of the source's rows but with other values: another list."""
+    return StoreError(
+        f"{where}: holds another list: {count:,} rows of {table.name} differ from the"
+        " source's under the same keys, and nothing of this batch was copied; copy into an"
+        " empty database, or one copied from this same source before"
+    )
+
+
+def differing(table: Table, mark_null_safe: str) -> str:
+    """A condition true when the row ``c`` (the copy) differs from ``t`` (the one there)
+    in any column; ``mark_null_safe`` is the backend's null-safe inequality operator."""
+    return " OR ".join(f"c.{column} {mark_null_safe} t.{column}" for column in table.columns)
