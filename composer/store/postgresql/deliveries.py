@@ -56,7 +56,9 @@ from composer.store.postgresql.rows import bounced, subscriber_from_row
 from composer.store.tables import DELIVERY_COLUMNS, SUBSCRIBER_COLUMNS, to_send_condition
 
 # One statement writes a whole round of outcomes (at most one per reader), a row of
-# VALUES each. An outcome without a Message-ID keeps the recorded one.
+# VALUES each. An outcome without a Message-ID keeps the recorded one. What came back
+# about a copy (a bounce, a complaint) is the last word on it: a report can arrive
+# before the dispatch commits the copy's 250, which must not overwrite it.
 _UPSERT = """
 INSERT INTO deliveries (issue, subscriber_id, email, state, attempts, code, reply, retryable,
                         message_id, updated_at)
@@ -69,6 +71,7 @@ ON CONFLICT (issue, subscriber_id) DO UPDATE SET
     retryable = excluded.retryable,
     message_id = coalesce(excluded.message_id, deliveries.message_id),
     updated_at = excluded.updated_at
+WHERE deliveries.state NOT IN ('bounced', 'complained')
 """
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _DELIVERY_SELECT = ", ".join(f"d.{name}" for name in DELIVERY_COLUMNS)
