@@ -17,7 +17,7 @@ from composer.sending.send import send_issue
 from composer.store import open_store
 from composer.unsubscribe import load_secret
 from tests.bounce_reports import BOUNCES, report
-from tests.conftest import EXAMPLE_MD, fast, newsletter, subscribe
+from tests.conftest import EXAMPLE_MD, both_backends, fast, newsletter, subscribe
 from tests.imap_server import PASSWORD as IMAP_PASSWORD
 from tests.imap_server import USER as IMAP_USER
 from tests.imap_server import Dovecot
@@ -89,6 +89,7 @@ def test_without_a_bounce_address_copies_go_out_from_the_sender(send_config, smt
     assert {sender for sender, _, _ in smtp.handler.envelopes} == {"news@example.com"}
 
 
+@both_backends
 def test_200_reports_for_150_readers_bounce_exactly_the_right_ones_once(
     send_config, smtp, tmp_path
 ) -> None:

@@ -1,5 +1,6 @@
 """Scheduled dispatches and ``newsletter worker``: the real commands in subprocesses, a real
-SQLite file, a real SMTP server (aiosmtpd) counting what each reader received."""
+SQLite file (and, for the store's compare-and-set, the commands and the worker, a real
+PostgreSQL database too), a real SMTP server (aiosmtpd) counting what each reader received."""
 
 from __future__ import annotations
 
@@ -25,7 +26,14 @@ from composer.sending.send import dispatch_status
 from composer.store import open_store
 from composer.store.deliveries import IssueIdentity
 from composer.store.schedules import NewSchedule, Schedule, WorkerClaim, is_abandoned
-from tests.conftest import EXAMPLE_MD, ROOT, newsletter, newsletter_command, subscribe
+from tests.conftest import (
+    EXAMPLE_MD,
+    ROOT,
+    both_backends,
+    newsletter,
+    newsletter_command,
+    subscribe,
+)
 
 
 @pytest.fixture
@@ -101,6 +109,7 @@ def state_of(config_path: Path, schedule: Schedule) -> str:
 # -- schedule, --list, --cancel ---------------------------------------------------------------
 
 
+@both_backends
 def test_schedule_records_the_dispatch_lists_it_replaces_it_and_cancels_it(
     send_config, smtp, issue, tmp_path
 ):
@@ -204,6 +213,7 @@ def test_a_schedule_a_worker_is_sending_can_be_neither_replaced_nor_cancelled(se
 # -- the store's compare-and-set ------------------------------------------------------------
 
 
+@both_backends
 def test_a_schedule_is_claimed_once_and_only_a_gone_workers_claim_is_taken_over(config):
     identity = IssueIdentity(slug="a", id="x1", content="c" * 64)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # as stored
@@ -229,6 +239,7 @@ def test_a_schedule_is_claimed_once_and_only_a_gone_workers_claim_is_taken_over(
 # -- the worker -----------------------------------------------------------------------------
 
 
+@both_backends
 def test_the_worker_sends_a_due_schedule_to_each_reader_once_and_stops_on_sigterm(
     send_config, smtp, issue, workers
 ):
@@ -244,6 +255,7 @@ def test_the_worker_sends_a_due_schedule_to_each_reader_once_and_stops_on_sigter
     assert "Traceback" not in log
 
 
+@both_backends
 def test_two_workers_and_one_due_schedule_make_one_dispatch(send_config, smtp, issue, workers):
     addresses = subscribe(send_config, 20)
     first, second = workers(), workers()
@@ -257,6 +269,7 @@ def test_two_workers_and_one_due_schedule_make_one_dispatch(send_config, smtp, i
     assert first.stop() == 0 and second.stop() == 0
 
 
+@both_backends
 def test_a_worker_killed_mid_dispatch_is_resumed_by_another_with_at_most_the_in_flight_twice(
     send_config, smtp, issue, workers
 ):

@@ -35,7 +35,7 @@ from composer.errors import ConfigError, WebhookRefused
 from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.web.esp.sns import SnsFetcher
 from composer.web.serve import create_app
-from tests.conftest import ROOT, start_in_thread
+from tests.conftest import ROOT, both_backends, start_in_thread
 
 FIXTURES = ROOT / "tests" / "fixtures" / "webhooks"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
@@ -473,6 +473,7 @@ def sendgrid(
     }
 
 
+@both_backends
 def test_sendgrid_signed_events_are_recorded_each_by_its_kind(client, readers, sendgrid_key):
     body = (FIXTURES / "sendgrid-events.json").read_bytes()
     response = client.post("/webhooks/sendgrid", content=body, headers=sendgrid(sendgrid_key, body))
@@ -511,6 +512,7 @@ def test_sendgrid_with_a_bad_or_missing_signature_or_a_stale_timestamp_is_refuse
     assert unchanged(readers)
 
 
+@both_backends
 def test_sendgrid_batch_sent_again_changes_nothing(client, readers, sendgrid_key):
     body = (FIXTURES / "sendgrid-events.json").read_bytes()
     client.post("/webhooks/sendgrid", content=body, headers=sendgrid(sendgrid_key, body))

@@ -7,6 +7,8 @@ that several machines use at once (psycopg 3, the optional extra
     rows.py         a subscribers row read as a Subscriber, and the bounce the journal writes
     subscribers.py  the list: PostgresSubscriberStore
     deliveries.py   each issue's delivery record and dispatch lock: PostgresDispatchJournal
+    schedules.py    the scheduled dispatches: PostgresScheduleBook
+    feedback.py     bounces and complaints, by the rules of composer.store.feedback
     tables.py       whole tables read and written, for a copy between stores
 
 Only :func:`composer.store.open_store` picks this backend; nothing above ``store/``

@@ -23,7 +23,9 @@ from composer.store import (
     Subscriber,
     classify,
     segment_tiers,
+    suppressed_address,
 )
+from composer.store.personal import PersonalData, StatusChange, suppression_digest
 from composer.store.postgresql.database import (
     POOLS,
     errors_translated,
@@ -33,15 +35,19 @@ from composer.store.postgresql.database import (
 )
 from composer.store.postgresql.deliveries import (
     PostgresDispatchJournal,
+    _delivery,
     find_delivery,
     find_dispatches,
 )
+from composer.store.postgresql.feedback import feedback_counts, recent_feedback, record_feedback
 from composer.store.postgresql.rows import subscriber_from_row
+from composer.store.postgresql.schedules import PostgresScheduleBook
 from composer.store.postgresql.tables import TableRows
-from composer.store.tables import SUBSCRIBER_SELECT
+from composer.store.tables import DELIVERY_COLUMNS, SUBSCRIBER_SELECT
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
+    from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
 
 _INSERT = (
     "INSERT INTO subscribers (email, key, name, tier, tags, status, status_changed_at,"
@@ -97,6 +103,8 @@ class PostgresSubscriberStore(TableRows):
         with write_transaction(self._db, self.url):
             self._db.execute("SELECT pg_advisory_xact_lock(%s, %s)", LIST_LOCK)
             old = self.get(new.key)
+            if old is None and self._suppressed([new.key]):
+                raise suppressed_address(new.email)
             change = classify(old, new, resubscribe=resubscribe)
             self._apply([(old, new, change)], reason or new.status_reason)
         saved = self.get(new.key)
@@ -111,7 +119,9 @@ class PostgresSubscriberStore(TableRows):
             # Python set, so memory stays flat however long the file is.
             self._db.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (key TEXT PRIMARY KEY)")
             self._db.execute("TRUNCATE import_seen")
-        counts = dict.fromkeys(("added", "updated", "unchanged", "kept_inactive", "duplicates"), 0)
+        counts = dict.fromkeys(
+            ("added", "updated", "unchanged", "kept_inactive", "duplicates", "suppressed"), 0
+        )
         saved = 0
         stream = iter(rows)
         while batch := list(islice(stream, batch_size)):
@@ -155,8 +165,12 @@ class PostgresSubscriberStore(TableRows):
                 (keys,),
             )
         }
+        suppressed = self._suppressed([key for key in fresh if key not in existing])
         plan = []
         for key, new in fresh.items():
+            if key in suppressed:
+                counts["suppressed"] += 1
+                continue
             old = existing.get(key)
             change = classify(old, new, resubscribe=False)
             counts[change] += 1
@@ -216,6 +230,92 @@ class PostgresSubscriberStore(TableRows):
                 (status, now(), reason, key, status),
             )
         return self.get(key)
+
+    def rename(self, key: str, name: str) -> Subscriber | None:
+        """Set the name of subscriber ``key``; None when ``key`` is unknown."""
+        with write_transaction(self._db, self.url):
+            self._db.execute("UPDATE subscribers SET name = %s WHERE key = %s", (name, key))
+        return self.get(key)
+
+    def personal_data(self, key: str) -> PersonalData | None:
+        """Everything held about subscriber ``key``, or None when ``key`` is unknown."""
+        # One snapshot for the row, its history and its deliveries.
+        with errors_translated(self.url), self._db.transaction():
+            self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            subscriber = self.get(key)
+            if subscriber is None:
+                return None
+            history = tuple(
+                StatusChange(status=cast(Status, status), changed_at=changed_at, reason=reason)
+                for status, changed_at, reason in self._db.execute(
+                    "SELECT status, changed_at, reason FROM status_changes"
+                    " WHERE subscriber_id = %s ORDER BY id",
+                    (subscriber.id,),
+                )
+            )
+            deliveries = tuple(
+                _delivery(row)
+                for row in self._db.execute(
+                    f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries"
+                    " WHERE subscriber_id = %s ORDER BY updated_at, issue",
+                    (subscriber.id,),
+                )
+            )
+        return PersonalData(subscriber=subscriber, history=history, deliveries=deliveries)
+
+    def erase(self, key: str) -> bool:
+        """Delete subscriber ``key``, their history, deliveries and the bounces and
+        complaints matched to them, and suppress the address. PostgreSQL marks the
+        deleted rows dead and leaves their bytes in the table files until vacuum reuses
+        the space, and in the write-ahead log and backups until those are rotated: the
+        README says what an operator does about it."""
+        with write_transaction(self._db, self.url):
+            # Under the list's lock: a save or an import of this address waits, then
+            # finds it suppressed.
+            self._db.execute("SELECT pg_advisory_xact_lock(%s, %s)", LIST_LOCK)
+            row = self._db.execute(
+                "SELECT id FROM subscribers WHERE key = %s FOR UPDATE", (key,)
+            ).fetchone()
+            if row is None:
+                return False
+            for table, column in (
+                ("feedback", "subscriber_id"),
+                ("deliveries", "subscriber_id"),
+                ("status_changes", "subscriber_id"),
+                ("subscribers", "id"),
+            ):
+                self._db.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
+            self._db.execute(
+                "INSERT INTO suppressions (digest, created_at) VALUES (%s, %s)"
+                " ON CONFLICT (digest) DO NOTHING",
+                (suppression_digest(key), now()),
+            )
+        return True
+
+    def is_suppressed(self, key: str) -> bool:
+        """Whether address key ``key`` belongs to an erased reader."""
+        with errors_translated(self.url):
+            return bool(self._suppressed([key]))
+
+    def lift_suppression(self, key: str) -> bool:
+        """Forget the suppression of ``key``; whether there was one."""
+        with write_transaction(self._db, self.url):
+            cursor = self._db.execute(
+                "DELETE FROM suppressions WHERE digest = %s", (suppression_digest(key),)
+            )
+        return cursor.rowcount > 0
+
+    def _suppressed(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` whose address is suppressed."""
+        digests = {suppression_digest(key): key for key in keys}
+        if not digests:
+            return set()
+        return {
+            digests[digest]
+            for (digest,) in self._db.execute(
+                "SELECT digest FROM suppressions WHERE digest = ANY(%s)", (list(digests),)
+            )
+        }
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
         """Every subscriber in insertion order, read ``batch_size`` rows at a time."""
@@ -280,3 +380,29 @@ class PostgresSubscriberStore(TableRows):
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
         with errors_translated(self.url):
             return find_delivery(self._db, message_id)
+
+    def schedules(self) -> PostgresScheduleBook:
+        """The scheduled dispatches, on this store's connection."""
+        return PostgresScheduleBook(self._db, self.url)
+
+    def record_feedback(self, feedback: Feedback, *, soft_limit: int = 3) -> FeedbackResult:
+        """Apply a bounce or complaint in one transaction (:mod:`composer.store.feedback`)."""
+        with write_transaction(self._db, self.url):
+            return record_feedback(self._db, feedback, soft_limit)
+
+    def record_feedback_batch(
+        self, batch: Iterable[Feedback], *, soft_limit: int = 3
+    ) -> list[FeedbackResult]:
+        """Apply each of ``batch`` in order, in one transaction."""
+        with write_transaction(self._db, self.url):
+            return [record_feedback(self._db, feedback, soft_limit) for feedback in batch]
+
+    def recent_feedback(self, limit: int = 50) -> list[FeedbackRecord]:
+        """The latest ``limit`` bounces and complaints recorded, newest first."""
+        with errors_translated(self.url):
+            return recent_feedback(self._db, limit)
+
+    def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
+        """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
+        with errors_translated(self.url):
+            return feedback_counts(self._db, dispatch_key)
