@@ -1,4 +1,5 @@
-"""Bounces and complaints recorded through the store: matching, the policy, replays."""
+"""Bounces and complaints recorded through the store, on both backends: matching, the policy,
+replays, and what erasing a reader does to their events."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from composer.returnpath import ReturnPaths
 from composer.store import NewSubscriber, Subscriber, SubscriberStore, address_key
 from composer.store.deliveries import Outcome, Recipient
 from composer.store.feedback import Feedback, FeedbackCounts, FeedbackKind
+from tests.conftest import both_backends
 
 WHEN = dt.datetime(2024, 5, 3, 12, 0, tzinfo=dt.UTC)
 
@@ -59,6 +61,7 @@ def status_of(store: SubscriberStore, email: str) -> str:
     return subscriber.status
 
 
+@both_backends
 def test_a_hard_bounce_by_message_id_bounces_the_reader_and_their_copy(
     store: SubscriberStore,
 ) -> None:
@@ -72,6 +75,7 @@ def test_a_hard_bounce_by_message_id_bounces_the_reader_and_their_copy(
     assert subscriber is not None and "5.1.1 user unknown" in subscriber.status_reason
 
 
+@both_backends
 def test_a_complaint_before_the_250_is_recorded_is_not_overwritten_by_sent(
     store: SubscriberStore,
 ) -> None:
@@ -90,6 +94,7 @@ def test_a_complaint_before_the_250_is_recorded_is_not_overwritten_by_sent(
     assert status_of(store, ann.email) == "complained"
 
 
+@both_backends
 def test_the_same_event_twice_changes_nothing_the_second_time(store: SubscriberStore) -> None:
     ann = reader(store, "ann@example.org")
     first = send(store, "id:one", ann)
@@ -102,6 +107,7 @@ def test_the_same_event_twice_changes_nothing_the_second_time(store: SubscriberS
     assert store.feedback_counts("id:two") == FeedbackCounts(soft=1)
 
 
+@both_backends
 def test_soft_failures_bounce_only_from_soft_limit_different_dispatches(
     store: SubscriberStore,
 ) -> None:
@@ -121,6 +127,7 @@ def test_soft_failures_bounce_only_from_soft_limit_different_dispatches(
     assert state_of(store, copies[0]) == "sent"
 
 
+@both_backends
 def test_soft_limit_is_the_callers(store: SubscriberStore) -> None:
     ann = reader(store, "ann@example.org")
     copy = send(store, "id:one", ann)
@@ -128,6 +135,7 @@ def test_soft_limit_is_the_callers(store: SubscriberStore) -> None:
     assert result.effect == "bounced"
 
 
+@both_backends
 def test_a_complaint_marks_the_reader_complained_and_no_import_brings_them_back(
     store: SubscriberStore,
 ) -> None:
@@ -146,6 +154,7 @@ def test_a_complaint_marks_the_reader_complained_and_no_import_brings_them_back(
     assert state_of(store, copy) == "complained"
 
 
+@both_backends
 def test_a_bounce_leaves_an_unsubscribed_reader_unsubscribed(store: SubscriberStore) -> None:
     ann = reader(store, "ann@example.org")
     copy = send(store, "id:one", ann)
@@ -154,6 +163,7 @@ def test_a_bounce_leaves_an_unsubscribed_reader_unsubscribed(store: SubscriberSt
     assert status_of(store, ann.email) == "unsubscribed"
 
 
+@both_backends
 def test_the_return_token_wins_over_message_id_and_recipient(store: SubscriberStore) -> None:
     ann, bob = reader(store, "ann@example.org"), reader(store, "bob@example.org")
     ann_copy = send(store, "id:one", ann)
@@ -168,6 +178,7 @@ def test_the_return_token_wins_over_message_id_and_recipient(store: SubscriberSt
     assert status_of(store, ann.email) == "active"
 
 
+@both_backends
 def test_the_original_recipient_matches_their_latest_copy(store: SubscriberStore) -> None:
     ann = reader(store, "Ann@Example.org")
     send(store, "id:one", ann)
@@ -178,6 +189,7 @@ def test_the_original_recipient_matches_their_latest_copy(store: SubscriberStore
     assert state_of(store, latest) == "bounced"
 
 
+@both_backends
 def test_an_unmatched_report_is_kept_and_listed(store: SubscriberStore) -> None:
     result = store.record_feedback(report("hard", "e", recipient="nobody@example.org"))
     assert result.effect == "unmatched"
@@ -190,6 +202,21 @@ def test_an_unmatched_report_is_kept_and_listed(store: SubscriberStore) -> None:
     )
 
 
+@both_backends
+def test_erasing_a_reader_erases_the_bounces_and_complaints_matched_to_them(
+    store: SubscriberStore,
+) -> None:
+    ann, bob = reader(store, "ann@example.org"), reader(store, "bob@example.org")
+    ann_copy, bob_copy = send(store, "id:one", ann), send(store, "id:one", bob)
+    store.record_feedback(report("soft", "e1", message_id=ann_copy, reason="ann@example.org full"))
+    store.record_feedback(report("complaint", "e2", message_id=ann_copy, reason="abuse"))
+    store.record_feedback(report("hard", "e3", message_id=bob_copy))
+    assert store.erase(ann.key)
+    assert [(r.feedback.event_id, r.email) for r in store.recent_feedback()] == [("e3", bob.email)]
+    assert store.feedback_counts("id:one") == FeedbackCounts(hard=1)
+
+
+@both_backends
 def test_recent_feedback_lists_newest_first_with_what_each_did(store: SubscriberStore) -> None:
     ann = reader(store, "ann@example.org")
     copy = send(store, "id:one", ann)

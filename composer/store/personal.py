@@ -1,10 +1,11 @@
 """A reader's own data: what they download (:class:`PersonalData`), and what erasing it
 leaves behind (:func:`suppression_digest`).
 
-Erasure removes the subscriber row, its status history and its deliveries, and keeps
-only a suppression: a one-way digest of the address key, so that no import and no
-``subscribers add`` brings the address back (they report it suppressed), while the
-address itself is gone. Only the person, signing up again and confirming it, may lift
+Erasure removes the subscriber row, its status history, its deliveries and the bounces
+and complaints matched to it (which hold the address and the remote server's words),
+and keeps only a suppression: a one-way digest of the address key, so that no import
+and no ``subscribers add`` brings the address back (they report it suppressed), while
+the address itself is gone. Only the person, signing up again and confirming it, may lift
 the suppression (:meth:`~composer.store.SubscriberStore.lift_suppression`).
 
 The digest is a plain SHA-256 of the key under a fixed prefix, not an HMAC under the

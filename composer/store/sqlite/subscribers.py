@@ -268,7 +268,8 @@ class SqliteSubscriberStore(TableRows):
         )
 
     def erase(self, key: str) -> bool:
-        """Delete subscriber ``key``, their history and deliveries, and suppress the address.
+        """Delete subscriber ``key``, their history, deliveries and the bounces and complaints
+        matched to them, and suppress the address.
         The freed space is overwritten (``secure_delete``) and the write-ahead log folded
         back and emptied, so no copy of the erased rows stays in the files."""
         # SQLite otherwise leaves deleted rows' bytes in free pages until they are reused.
@@ -278,6 +279,7 @@ class SqliteSubscriberStore(TableRows):
             if row is None:
                 return False
             for table, column in (
+                ("feedback", "subscriber_id"),
                 ("deliveries", "subscriber_id"),
                 ("status_changes", "subscriber_id"),
                 ("subscribers", "id"),
