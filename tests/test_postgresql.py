@@ -4,11 +4,13 @@ dispatch lock across machines, the real commands on it, and `db copy` both ways.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +19,10 @@ import pytest
 from composer.config import DATABASE_PASSWORD_ENV, load_config
 from composer.errors import DispatchLocked
 from composer.store import NewSubscriber, SubscriberStore, open_store
-from composer.store.deliveries import Outcome, Recipient
+from composer.store.deliveries import IssueIdentity, Outcome, Recipient
+from composer.store.feedback import Feedback
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
+from composer.store.schedules import SCHEDULE_STATES, NewSchedule, WorkerClaim
 from tests.conftest import (
     EXAMPLE_MD,
     ROOT,
@@ -181,6 +185,55 @@ def test_a_reader_row_another_session_keeps_locked_is_one_busy_line_and_nothing_
     assert store.get("ann@example.org").status == "active"
 
 
+@on_postgresql
+def test_two_soft_bounces_for_one_reader_at_once_are_recorded_one_after_the_other(
+    config_path: Path, store: SubscriberStore, database_setting: str
+) -> None:
+    # Two webhook requests, each a soft bounce of another issue, with soft_limit 2: read
+    # side by side, each would count one issue and neither would bounce the reader.
+    ann, _ = store.save(NewSubscriber("ann@example.org", "ann@example.org"))
+    recipient = Recipient(email=ann.email, key=ann.key, tier="free", subscriber_id=ann.id)
+    for n in (0, 1):
+        with store.deliveries(f"id:{n}") as journal:
+            journal.record(
+                [Outcome(recipient=recipient, state="sent", attempts=1, message_id=f"<{n}@x>")]
+            )
+    settings = load_config(config_path).subscribers
+    effects: list[str] = []
+
+    def webhook(n: int) -> None:
+        soft = Feedback(
+            kind="soft",
+            source="ses",
+            event_id=f"e{n}",
+            reason="4.2.2 mailbox full",
+            occurred_at=dt.datetime.now(dt.UTC),
+            message_id=f"<{n}@x>",
+        )
+        with open_store(settings) as own:
+            effects.append(own.record_feedback(soft, soft_limit=2).effect)
+
+    import psycopg
+
+    requests = [threading.Thread(target=webhook, args=(n,)) for n in (0, 1)]
+    with psycopg.connect(database_setting, password=os.environ[DATABASE_PASSWORD_ENV]) as other:
+        other.execute("SELECT 1 FROM subscribers WHERE id = %s FOR UPDATE", (ann.id,))
+        for request in requests:
+            request.start()
+        deadline = time.monotonic() + 4  # within the lock timeout (5 s)
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        while raw_sql(store, waiting) != [(2,)]:
+            assert len(effects) < 2, f"recorded without waiting for the reader's row: {effects}"
+            assert time.monotonic() < deadline, "the requests never waited for the reader's row"
+            time.sleep(0.02)
+        other.rollback()
+    for request in requests:
+        request.join(timeout=10)
+    assert sorted(effects) == ["bounced", "counted"]
+    reader = store.get(ann.key)
+    assert reader is not None and reader.status == "bounced"
+
+
 HOLD_THE_DISPATCH = """
 import sys
 from pathlib import Path
@@ -266,7 +319,9 @@ def test_the_real_commands_import_list_and_send_on_a_postgresql_list(
 
 
 def fill(store: SubscriberStore, count: int) -> None:
-    """``count`` readers, one unsubscribed, and one issue's record: a sent copy each."""
+    """``count`` readers, one unsubscribed, and one issue's record: a sent copy each; a
+    soft bounce of one copy, a schedule a worker has started, and the suppression of a
+    reader erased."""
     store.import_many(
         NewSubscriber(email=f"r{n}@example.org", key=f"r{n}@example.org", tier="paid")
         for n in range(count)
@@ -286,6 +341,28 @@ def fill(store: SubscriberStore, count: int) -> None:
             for n, s in enumerate(store.iter_active())
         )
         journal.release("complete")
+    when = dt.datetime(2024, 5, 3, 7, 0, tzinfo=dt.UTC)
+    store.record_feedback(
+        Feedback(
+            kind="soft",
+            source="mailbox",
+            event_id="e1",
+            reason="4.2.2 mailbox full",
+            occurred_at=when,
+            message_id="<3@news.example.com>",
+        )
+    )
+    book = store.schedules()
+    identity = IssueIdentity(slug="a", id="x1", content="c" * 64)
+    scheduled = book.add(
+        NewSchedule(
+            path="issues/a.md", issue=identity, segment="paid", due_at=when, skip_check=True
+        )
+    )
+    claim = WorkerClaim(owner="w", host="h", pid=7, started_at=when, heartbeat_at=1714719600.25)
+    assert book.claim(scheduled, claim)
+    store.save(NewSubscriber("gone@example.org", "gone@example.org"))
+    assert store.erase("gone@example.org")
 
 
 def snapshot(store: SubscriberStore) -> tuple[object, ...]:
@@ -296,6 +373,9 @@ def snapshot(store: SubscriberStore) -> tuple[object, ...]:
         store.count_by_status(),
         raw_sql(store, "SELECT id, subscriber_id, status, changed_at, reason FROM status_changes"),
         found,
+        store.schedules().find(SCHEDULE_STATES),
+        store.recent_feedback(),
+        store.is_suppressed("gone@example.org"),
     )
 
 
@@ -321,6 +401,9 @@ def test_db_copy_moves_a_list_from_sqlite_to_postgresql_and_back_and_again_chang
         "  status_changes: 31 rows, 31 in the copy",
         "  dispatches: 1 rows, 1 in the copy",
         "  deliveries: 29 rows, 29 in the copy",
+        "  schedules: 1 rows, 1 in the copy",
+        "  feedback: 1 rows, 1 in the copy",
+        "  suppressions: 1 rows, 1 in the copy",
     ]
     assert copy_to(sqlite_config, database_setting).stdout == to_server.stdout
 
@@ -328,6 +411,7 @@ def test_db_copy_moves_a_list_from_sqlite_to_postgresql_and_back_and_again_chang
     with open_store(load_config(server_config).subscribers) as server:
         assert snapshot(server)[:2] == before[:2]
         assert server.find_delivery("<3@news.example.com>") == before[3]
+        assert snapshot(server)[4:] == before[4:]
         added, _ = server.save(NewSubscriber("new@example.org", "new@example.org"))
         assert added.id == 31, "new readers are numbered after the copied ones"
 
@@ -337,7 +421,11 @@ def test_db_copy_moves_a_list_from_sqlite_to_postgresql_and_back_and_again_chang
     with open_store(load_config(back_config).subscribers) as copy:
         assert list(copy.iter_all())[:30] == before[0]
         assert copy.find_delivery("<3@news.example.com>") == before[3]
+        assert snapshot(copy)[4:] == before[4:]
         assert raw_sql(copy, "SELECT count(*) FROM status_changes") == [(32,)]
+    again = copy_to(server_config, str(tmp_path / "back.db"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == back.stdout, "copying back again changes nothing"
 
 
 @on_postgresql

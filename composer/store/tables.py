@@ -54,7 +54,9 @@ DELIVERY_COLUMNS = (
 )
 
 # In the order a copy writes them: a row's references are written before it. The
-# dispatch locks are not among them: a lock belongs to a process using the source.
+# dispatch locks are not among them: a lock belongs to a process using the source. A
+# schedule a worker has started keeps its claim: the copy is of a list at rest, and a
+# claim whose worker is gone is taken over by the usual rule.
 TABLES: tuple[Table, ...] = (
     Table(
         "subscribers",
@@ -89,6 +91,55 @@ TABLES: tuple[Table, ...] = (
         key=("issue", "subscriber_id"),
         moments=frozenset({"updated_at"}),
         flags=frozenset({"retryable"}),
+    ),
+    Table(
+        "schedules",
+        (
+            "id",
+            "path",
+            "issue_key",
+            "slug",
+            "issue_id",
+            "content_digest",
+            "segment",
+            "due_at",
+            "skip_check",
+            "state",
+            "created_at",
+            "owner",
+            "worker_host",
+            "worker_pid",
+            "started_at",
+            "heartbeat_at",
+            "ended_at",
+            "note",
+        ),
+        key=("id",),
+        moments=frozenset({"due_at", "created_at", "started_at", "ended_at"}),
+        flags=frozenset({"skip_check"}),
+    ),
+    Table(
+        "feedback",
+        (
+            "id",
+            "source",
+            "event_id",
+            "kind",
+            "effect",
+            "subscriber_id",
+            "issue",
+            "reason",
+            "occurred_at",
+            "recorded_at",
+            "message_id",
+            "recipient",
+            "return_token",
+        ),
+        key=("id",),
+        moments=frozenset({"occurred_at", "recorded_at"}),
+    ),
+    Table(
+        "suppressions", ("digest", "created_at"), key=("digest",), moments=frozenset({"created_at"})
     ),
 )
 # Tables a store keeps that are no part of the list to copy.
