@@ -18,7 +18,7 @@ from composer.sending.brake import brake_reason
 from composer.sending.send import send_issue
 from composer.store import open_store
 from composer.store.feedback import Feedback
-from tests.conftest import EXAMPLE_MD, fast, subscribe, with_settings
+from tests.conftest import EXAMPLE_MD, both_backends, fast, subscribe, with_settings
 from tests.smtp_server import SmtpServer
 
 LIMITS = SendSettings(
@@ -97,6 +97,7 @@ class Complainer:
                 )
 
 
+@both_backends
 def test_complaints_past_the_limit_pause_a_running_dispatch_and_the_same_command_resumes(
     send_config, smtp
 ):
