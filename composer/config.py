@@ -28,6 +28,9 @@ DEFAULT_LANG = "en"
 # How the connection to [smtp] host is secured.
 Security = Literal["none", "starttls", "tls"]
 SECURITY_MODES: tuple[Security, ...] = get_args(Security)
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The editor's welcome message, next to config.toml unless [subscribe] welcome says otherwise.
+WELCOME_FILE = "welcome.md"
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,24 @@ class SubscriberSettings:
 
 
 @dataclass(frozen=True)
+class SubscribeSettings:
+    """How readers sign themselves up on ``newsletter serve``."""
+
+    double_opt_in: bool  # a signup is active only once its confirmation link is used
+    # Proxies whose X-Forwarded-For names the client; any other peer is the client itself.
+    trusted_proxies: tuple[IpNetwork, ...]
+    welcome: Path  # the welcome message, an issue file; the shipped one when it is missing
+    per_ip_per_hour: int  # signup posts one client address may make in an hour
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
     smtp: SmtpSettings
     send: SendSettings
     subscribers: SubscriberSettings
+    subscribe: SubscribeSettings
 
 
 _REQUIRED = object()
@@ -108,6 +123,12 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     },
     "subscribers": {
         "database": (str, "subscribers.db"),
+    },
+    "subscribe": {
+        "double_opt_in": (bool, True),
+        "trusted_proxies": (list, []),
+        "welcome": (str, WELCOME_FILE),
+        "per_ip_per_hour": (int, 10),
     },
 }
 
@@ -159,6 +180,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     newsletter = values["newsletter"]
     smtp = values["smtp"]
     send = values["send"]
+    subscribe = values["subscribe"]
 
     def check(ok: bool, problem: str) -> None:
         if not ok:
@@ -218,6 +240,9 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
     )
 
+    check(subscribe["per_ip_per_hour"] >= 1, "[subscribe] per_ip_per_hour must be at least 1")
+    proxies = _networks(subscribe["trusted_proxies"], problems.append)
+
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
     if problems:
@@ -255,6 +280,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             max_attempts=send["max_attempts"],
         ),
         subscribers=SubscriberSettings(database=root / values["subscribers"]["database"]),
+        subscribe=SubscribeSettings(
+            double_opt_in=subscribe["double_opt_in"],
+            trusted_proxies=proxies,
+            welcome=root / subscribe["welcome"],
+            per_ip_per_hour=subscribe["per_ip_per_hour"],
+        ),
     )
 
 
@@ -281,6 +312,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: it may resolve anywhere
         return False
+
+
+def _networks(values: list[Any], report: Callable[[str], None]) -> tuple[IpNetwork, ...]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value))
+        except (TypeError, ValueError):
+            report(
+                f"[subscribe] trusted_proxies has {value!r}, not an address or network;"
+                ' write "127.0.0.1" or "10.0.0.0/8"'
+            )
+    return tuple(networks)
 
 
 def _loads_certificates(path: Path) -> bool:
