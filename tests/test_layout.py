@@ -15,7 +15,7 @@ PACKAGE = ROOT / "composer"
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The vocabulary, the errors and the settings, signed tokens, and the signed unsubscribe
-    # links that sending and the web side both make from the settings alone.
+    # and confirmation links that sending and the web side both make from the settings alone.
     (
         "ground",
         (
@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.config",
             "composer.signing",
             "composer.unsubscribe",
+            "composer.confirm_links",
         ),
     ),
     ("composing", ("composer.composing",)),
