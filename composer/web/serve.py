@@ -1,6 +1,7 @@
 """``newsletter serve``: the small web service at base_url, put together from its groups
 of routes (:mod:`composer.web.reading`: the archive, feed and issue pages;
-:mod:`composer.web.leaving`: unsubscribing), which share a :class:`Site`.
+:mod:`composer.web.joining`: signing up and confirming, with the mail they send in the
+background; :mod:`composer.web.leaving`: unsubscribing), which share a :class:`Site`.
 
 Around every route (:mod:`composer.web.guards`): a body over :data:`MAX_BODY_BYTES`
 gets 413 unread, and every response, errors included, carries
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
-from composer.web import leaving, reading
+from composer.web import joining, leaving, reading
 from composer.web.guards import BodyLimit, SecurityHeaders
 from composer.web.listen import listen
 from composer.web.site import Site
@@ -68,14 +69,20 @@ def create_app(config: Config, issues_dir: Path | None = None) -> ASGIApp:
     ``issues_dir`` (default: ``issues/`` next to config.toml)."""
     site = Site(config, issues_dir or config.path.resolve().parent / "issues")
     later = leaving.LaterUnsubscribes(config.subscribers)
+    signups = joining.Joining(site)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         later.start()  # what a previous run queued and could not apply
-        yield
+        async with signups.running():  # the mail queue, and expiring unconfirmed signups
+            yield
 
     app = Starlette(
-        routes=[*reading.routes(site), *leaving.routes(site, later)],
+        routes=[
+            *reading.routes(site),
+            *joining.routes(site, signups),
+            *leaving.routes(site, later),
+        ],
         lifespan=lifespan,
     )
     # Outside starlette's own error handling, so that a 500 carries the headers too.
