@@ -15,7 +15,10 @@ from composer.store.mailqueue import MailOutcome
 from composer.store.signups import Confirmation, Signup
 from composer.store.sqlite import database
 
-NOW = dt.datetime.now(dt.UTC)
+
+def soon() -> dt.datetime:
+    """A moment after now: what is due by then includes whatever was queued just now."""
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
 
 
 def signup(store: SubscriberStore, *addresses: str, double_opt_in: bool = True) -> list[str]:
@@ -26,7 +29,7 @@ def signup(store: SubscriberStore, *addresses: str, double_opt_in: bool = True) 
 
 def queued(store: SubscriberStore) -> list[tuple[str, str]]:
     """(kind, address) of every message due now."""
-    return [(m.kind, m.email) for m in store.due_mail(NOW + dt.timedelta(seconds=1), 1000)]
+    return [(m.kind, m.email) for m in store.due_mail(soon(), 1000)]
 
 
 def test_a_new_address_is_pending_gets_no_issue_and_is_sent_a_confirmation(store):
@@ -91,8 +94,8 @@ def test_a_confirmation_whose_pending_row_expired_adds_the_reader(store):
 def test_unconfirmed_signups_expire_and_the_address_can_sign_up_again(store):
     signup(store, "ann@example.org")
     store.save(NewSubscriber(email="bob@example.org", key="bob@example.org"))
-    assert store.expire_signups(NOW - dt.timedelta(days=1)) == 0
-    assert store.expire_signups(NOW + dt.timedelta(seconds=2)) == 1
+    assert store.expire_signups(soon() - dt.timedelta(days=1)) == 0
+    assert store.expire_signups(soon()) == 1
     assert store.get("ann@example.org") is None
     assert store.get("bob@example.org").status == "active", "only pending readers expire"
     assert signup(store, "ann@example.org") == ["pending"]
@@ -118,7 +121,7 @@ def test_the_editor_vouches_for_a_pending_reader_and_a_pending_row_overrides_nob
 
 def test_mail_left_sending_by_a_killed_process_is_queued_again(store):
     signup(store, "ann@example.org", "bob@example.org")
-    ann, bob = store.due_mail(NOW + dt.timedelta(seconds=1), 10)
+    ann, bob = store.due_mail(soon(), 10)
     store.record_mail(
         [
             MailOutcome(id=ann.id, state="sending", attempts=1),
@@ -127,17 +130,15 @@ def test_mail_left_sending_by_a_killed_process_is_queued_again(store):
     )
     assert queued(store) == []
     assert store.requeue_interrupted_mail() == 1
-    assert [(m.email, m.attempts) for m in store.due_mail(NOW + dt.timedelta(seconds=1), 10)] == [
-        ("ann@example.org", 1)
-    ]
+    assert [(m.email, m.attempts) for m in store.due_mail(soon(), 10)] == [("ann@example.org", 1)]
 
 
 def test_a_retry_waits_for_its_time(store):
     signup(store, "ann@example.org")
-    (mail,) = store.due_mail(NOW + dt.timedelta(seconds=1), 10)
-    later = NOW + dt.timedelta(minutes=1)
+    (mail,) = store.due_mail(soon(), 10)
+    later = soon() + dt.timedelta(minutes=1)
     store.record_mail([MailOutcome(id=mail.id, state="queued", attempts=1, next_attempt_at=later)])
-    assert store.due_mail(NOW + dt.timedelta(seconds=30), 10) == []
+    assert store.due_mail(soon() + dt.timedelta(seconds=30), 10) == []
     assert [m.id for m in store.due_mail(later, 10)] == [mail.id]
 
 
