@@ -30,6 +30,9 @@ DEFAULT_LANG = "en"
 # How the connection to [smtp] host is secured.
 Security = Literal["none", "starttls", "tls"]
 SECURITY_MODES: tuple[Security, ...] = get_args(Security)
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The editor's welcome message, next to config.toml unless [subscribe] welcome says otherwise.
+WELCOME_FILE = "welcome.md"
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,17 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class SubscribeSettings:
+    """How readers sign themselves up on ``newsletter serve``."""
+
+    double_opt_in: bool  # a signup is active only once its confirmation link is used
+    # Proxies whose X-Forwarded-For names the client; any other peer is the client itself.
+    trusted_proxies: tuple[IpNetwork, ...]
+    welcome: Path  # the welcome message, an issue file; the shipped one when it is missing
+    per_ip_per_hour: int  # signup posts one client address may make in an hour
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -157,6 +171,7 @@ class Config:
     send: SendSettings
     subscribers: SubscriberSettings
     bounces: BounceSettings
+    subscribe: SubscribeSettings
     webhooks: WebhookSettings = WebhookSettings()
 
 
@@ -218,6 +233,12 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "mailgun_signing_key_env": (str, "NEWSLETTER_MAILGUN_SIGNING_KEY"),
         "sendgrid_public_key_env": (str, "NEWSLETTER_SENDGRID_PUBLIC_KEY"),
     },
+    "subscribe": {
+        "double_opt_in": (bool, True),
+        "trusted_proxies": (list, []),
+        "welcome": (str, WELCOME_FILE),
+        "per_ip_per_hour": (int, 10),
+    },
 }
 
 
@@ -269,6 +290,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     smtp = values["smtp"]
     send = values["send"]
     bounces = values["bounces"]
+    subscribe = values["subscribe"]
 
     def check(ok: bool, problem: str) -> None:
         if not ok:
@@ -385,6 +407,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         math.isfinite(webhooks["max_age"]) and webhooks["max_age"] > 0,
         "[webhooks] max_age must be a number of seconds above 0, such as 300",
     )
+    check(subscribe["per_ip_per_hour"] >= 1, "[subscribe] per_ip_per_hour must be at least 1")
+    proxies = _networks(subscribe["trusted_proxies"], problems.append)
 
     if len(problems) == 1:
         raise ConfigError(f"{path}: {problems[0]}")
@@ -446,6 +470,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             postmark_password_env=webhooks["postmark_password_env"],
             mailgun_signing_key_env=webhooks["mailgun_signing_key_env"],
             sendgrid_public_key_env=webhooks["sendgrid_public_key_env"],
+        ),
+        subscribe=SubscribeSettings(
+            double_opt_in=subscribe["double_opt_in"],
+            trusted_proxies=proxies,
+            welcome=root / subscribe["welcome"],
+            per_ip_per_hour=subscribe["per_ip_per_hour"],
         ),
     )
 
@@ -528,6 +558,19 @@ def _is_https_url(value: str) -> bool:
         return False
     plain = not any(c.isspace() or c in '"<>\\' or ord(c) < 32 for c in value)
     return parts.scheme == "https" and bool(host) and plain
+
+
+def _networks(values: list[Any], report: Callable[[str], None]) -> tuple[IpNetwork, ...]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value))
+        except (TypeError, ValueError):
+            report(
+                f"[subscribe] trusted_proxies has {value!r}, not an address or network;"
+                ' write "127.0.0.1" or "10.0.0.0/8"'
+            )
+    return tuple(networks)
 
 
 def _loads_certificates(path: Path) -> bool:

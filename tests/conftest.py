@@ -282,8 +282,11 @@ max_attempts = 3
 
 
 def with_settings(config_path: Path, section: str, **values: object) -> Path:
-    """Rewrite keys of ``[section]`` in the config at ``config_path`` (values as TOML)."""
+    """Rewrite keys of ``[section]`` in the config at ``config_path`` (values as TOML),
+    adding the section at the end when it is missing."""
     lines = config_path.read_text(encoding="utf-8").splitlines()
+    if f"[{section}]" not in lines:
+        lines += ["", f"[{section}]"]
     start = lines.index(f"[{section}]") + 1
     kept = [line for n, line in enumerate(lines) if n < start or line.split(" = ")[0] not in values]
     kept[start:start] = [f"{key} = {value}" for key, value in values.items()]

@@ -90,11 +90,17 @@ class FaultyOutbox(OutboxHandler):
 
 class SmtpServer:
     """The server, its port and what it has stored. ``implicit_tls`` makes every
-    connection TLS from the first byte (port 465 style); ``options`` go to aiosmtpd's
-    ``SMTP`` (``tls_context`` offers STARTTLS, ``authenticator`` enables AUTH)."""
+    connection TLS from the first byte (port 465 style); ``port`` 0 picks a free one;
+    ``options`` go to aiosmtpd's ``SMTP`` (``tls_context`` offers STARTTLS,
+    ``authenticator`` enables AUTH)."""
 
     def __init__(
-        self, folder: Path, *, implicit_tls: ssl.SSLContext | None = None, **options: Any
+        self,
+        folder: Path,
+        *,
+        implicit_tls: ssl.SSLContext | None = None,
+        port: int = 0,
+        **options: Any,
     ) -> None:
         self.folder = MessageFolder(folder)
         self.handler = FaultyOutbox(self.folder)
@@ -105,11 +111,11 @@ class SmtpServer:
             start = self.loop.create_server(
                 lambda: SMTP(self.handler, hostname="outbox.localhost", **options),
                 host="127.0.0.1",
-                port=0,
+                port=port,
                 ssl=implicit_tls,
             )
         else:
-            start = start_smtp_server(self.handler, "127.0.0.1", 0, **options)
+            start = start_smtp_server(self.handler, "127.0.0.1", port, **options)
         future = asyncio.run_coroutine_threadsafe(start, self.loop)
         self.server = future.result(timeout=10)
         self.port: int = self.server.sockets[0].getsockname()[1]

@@ -42,6 +42,16 @@ def test_init_in_an_empty_folder_makes_a_newsletter_whose_first_issue_builds(tmp
     assert all('"TK" placeholder' in line for line in errors)  # only what the editor fills in
 
 
+def test_init_writes_a_welcome_message_that_checks_without_errors(tmp_path):
+    made = newsletter("init", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "Created welcome.md" in made.stdout
+    assert load_config(tmp_path / "config.toml").subscribe.welcome == tmp_path / "welcome.md"
+    checked = newsletter("check", "welcome.md", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout
+    assert ": error:" not in checked.stdout
+
+
 def test_init_writes_a_commented_config_that_points_at_the_outbox(tmp_path):
     result = CliRunner().invoke(cli, ["init", str(tmp_path / "letter")])
     assert result.exit_code == 0, result.output
@@ -77,10 +87,12 @@ def test_init_never_overwrites_and_names_every_file_in_the_way(tmp_path):
     (tmp_path / "config.toml").write_text("mine", encoding="utf-8")
     first_issue(tmp_path).parent.mkdir()
     first_issue(tmp_path).write_text("mine too", encoding="utf-8")
+    (tmp_path / "welcome.md").write_text("my welcome", encoding="utf-8")
     (tmp_path / ".gitignore").write_text("mine", encoding="utf-8")
     result = newsletter("init", cwd=tmp_path)
     assert result.returncode == 2
     assert "config.toml" in result.stderr and "first-issue.md" in result.stderr
+    assert "welcome.md" in result.stderr
     assert "nothing was written" in result.stderr
     assert (tmp_path / "config.toml").read_text(encoding="utf-8") == "mine"
     assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == "mine"

@@ -15,8 +15,8 @@ PACKAGE = ROOT / "composer"
 # package itself, which stands for composer/__init__.py alone.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The vocabulary, the errors and the settings, signed tokens, and the signed links
-    # (unsubscribe, manage, read) and return paths that sending, the store, the bounce
-    # reader and the web side make from the settings alone.
+    # (unsubscribe, manage, read, confirmation) and return paths that sending, the store,
+    # the bounce reader and the web side make from the settings alone.
     (
         "ground",
         (
@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "composer.unsubscribe",
             "composer.returnpath",
             "composer.reader_links",
+            "composer.confirm_links",
         ),
     ),
     ("composing", ("composer.composing",)),

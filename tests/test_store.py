@@ -111,6 +111,7 @@ def test_iter_active_pages_through_one_segment_in_insertion_order(
     assert store.count_active("paid") == len(paid)
     assert len(list(store.iter_active("all", batch_size=4))) == 24 == store.count_active()
     assert store.count_by_status() == {
+        "pending": 0,
         "active": 24,
         "unsubscribed": 1,
         "bounced": 0,

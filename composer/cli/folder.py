@@ -18,12 +18,12 @@ from composer.cli.options import config_option
 )
 def init(directory: Path) -> None:
     """Make DIR (default: here) a newsletter: a commented config.toml, a first issue under
-    issues/ and a .gitignore (or the lines it needs added to the one there); never
-    overwrites a file."""
+    issues/, the welcome message for new readers (welcome.md) and a .gitignore (or the
+    lines it needs added to the one there); never overwrites a file."""
     from composer.composing.folder import init_folder
 
     made = init_folder(directory)
-    for path in (made.config, made.issue):
+    for path in (made.config, made.issue, made.welcome):
         click.echo(f"Created {path}")
     if made.gitignore_added is None:
         click.echo(f"Created {made.gitignore}")

@@ -119,7 +119,8 @@ def remove_subscriber_command(email: str, config_path: Path) -> None:
 def list_subscribers(status: str | None, config_path: Path) -> None:
     """Print the list, one tab-separated line each: email, name, tier, status, tags.
 
-    The count by status goes to stderr, so the lines can be piped on their own.
+    The count by status goes to stderr, so the lines can be piped on their own; pending
+    signups (not confirmed yet) are counted when there are any.
     """
     from composer.config import load_config
     from composer.store import open_store
@@ -136,7 +137,11 @@ def list_subscribers(status: str | None, config_path: Path) -> None:
                 )
                 click.echo("\t".join(fields))
         counts = store.count_by_status()
-    by_status = ", ".join(f"{count} {name}" for name, count in counts.items())
+    # Signups waiting for their confirmation are named only when there are some: a list
+    # that takes none through `serve` reads as it always has.
+    by_status = ", ".join(
+        f"{count} {name}" for name, count in counts.items() if count or name != "pending"
+    )
     click.echo(f"{sum(counts.values())} subscribers: {by_status}", err=True)
 
 

@@ -55,11 +55,23 @@ def preview(
 )
 @config_option
 def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
-    """Run the web service at base_url: unsubscribe links, web versions, archive, feed."""
+    """Run the web service at base_url: signups with their confirmation and welcome
+    emails, unsubscribe links, web versions, archive, feed."""
     from composer.config import load_config
     from composer.web.serve import run_service
 
     run_service(load_config(config_path), issues_dir, host=host, port=port, echo=click.echo)
 
 
-COMMANDS = (preview, serve)
+@click.command()
+@config_option
+def embed(config_path: Path) -> None:
+    """Print an HTML subscribe form that another site can paste: it posts to
+    base_url/subscribe, which asks the reader to press Subscribe once more there."""
+    from composer.config import load_config
+    from composer.web.joining import embed_form
+
+    click.echo(embed_form(load_config(config_path)), nl=False)
+
+
+COMMANDS = (preview, serve, embed)

@@ -2,9 +2,11 @@
 
 It holds a commented ``config.toml`` whose every value works as it is (mail goes to
 the built-in outbox, subscribers to ``subscribers.db``), a first issue under
-``issues/`` and a ``.gitignore`` for what must never be committed (in a folder that has
-one already, such as a git repository, the lines it lacks are added). The templates stay
-in the package until ``newsletter templates copy`` brings one over for editing.
+``issues/``, the welcome message new readers get (``welcome.md``, a copy of
+:data:`DEFAULT_WELCOME`) and a ``.gitignore`` for what must never be committed (in a
+folder that has one already, such as a git repository, the lines it lacks are added).
+The templates stay in the package until ``newsletter templates copy`` brings one over
+for editing.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.composing.scaffold import issue_path, new_issue
-from composer.config import DEFAULT_PATH
+from composer.config import DEFAULT_PATH, WELCOME_FILE
 from composer.errors import NewsletterError
 
 FIRST_ISSUE = "first-issue"
+# The welcome message that ships with the tool: what a folder without its own sends.
+DEFAULT_WELCOME = Path(__file__).with_name("welcome.md")
 
 CONFIG_TEXT = """\
 # This newsletter's settings (the `newsletter` tool's README says more).
@@ -61,6 +65,14 @@ max_attempts = 5                            # per reader, for temporary failures
 
 [subscribers]
 database = "subscribers.db"                 # SQLite, created on first use
+
+[subscribe]
+# Readers sign up at base_url/subscribe (`newsletter serve`); `newsletter embed`
+# prints a form for another site.
+double_opt_in = true                        # a signup counts once its emailed link is used
+welcome = "welcome.md"                      # the welcome message, written like an issue
+per_ip_per_hour = 10                        # signups one client address may post an hour
+# trusted_proxies = ["127.0.0.1"]           # your HTTPS proxy, whose X-Forwarded-For counts
 """
 
 GITIGNORE_TEXT = """\
@@ -81,6 +93,7 @@ class NewFolder:
 
     config: Path
     issue: Path
+    welcome: Path
     gitignore: Path
     gitignore_added: tuple[str, ...] | None = None
 
@@ -92,8 +105,9 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
     date = today or dt.date.today()
     config = directory / DEFAULT_PATH
     gitignore = directory / ".gitignore"
+    welcome = directory / WELCOME_FILE
     issue = issue_path(directory / "issues", FIRST_ISSUE, as_toml=False, date=date)
-    existing = [path for path in (config, issue) if path.exists()]
+    existing = [path for path in (config, issue, welcome) if path.exists()]
     if existing:
         raise NewsletterError(
             f"not starting a newsletter in {directory.resolve()}:"
@@ -104,6 +118,8 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
         directory.mkdir(parents=True, exist_ok=True)
         with config.open("x", encoding="utf-8") as file:
             file.write(CONFIG_TEXT)
+        with welcome.open("x", encoding="utf-8") as file:
+            file.write(DEFAULT_WELCOME.read_text(encoding="utf-8"))
         added = _complete_gitignore(gitignore) if gitignore.exists() else None
         if added is None:
             with gitignore.open("x", encoding="utf-8") as file:
@@ -115,7 +131,7 @@ def init_folder(directory: Path, *, today: dt.date | None = None) -> NewFolder:
             f" {exc.filename or directory}); init a folder you can write to, not a file"
             " or a path through one"
         ) from exc
-    return NewFolder(config, first, gitignore, added)
+    return NewFolder(config, first, welcome, gitignore, added)
 
 
 def _complete_gitignore(path: Path) -> tuple[str, ...]:

@@ -577,10 +577,8 @@ class _Dispatch:
             self.progress.unknown += 1
 
     def backoff(self, attempt: int) -> float:
-        """Exponential back-off with jitter: about base x 2^(attempt-1), capped."""
-        delay = min(self.settings.retry_cap, self.settings.retry_base * 2.0 ** (attempt - 1))
-        jitter: float = random.uniform(0.5, 1.0)
-        return delay * jitter
+        """How long to wait before attempt ``attempt + 1``: :func:`backoff`."""
+        return backoff(self.settings, attempt)
 
     def unknown_if_unconfirmed(self, outcome: Outcome) -> Outcome:
         """``outcome`` (failed or deferred) as ``unknown`` when an earlier copy to its
@@ -643,6 +641,14 @@ class _Dispatch:
                 "paused",
                 f"{self.consecutive_failures} failures in a row, the last: {reply}",
             )
+
+
+def backoff(settings: DispatchSettings, attempt: int) -> float:
+    """Exponential back-off with jitter, after ``attempt`` attempts: about
+    ``retry_base`` x 2^(attempt-1) seconds, capped at ``retry_cap``."""
+    delay = min(settings.retry_cap, settings.retry_base * 2.0 ** (attempt - 1))
+    jitter: float = random.uniform(0.5, 1.0)
+    return delay * jitter
 
 
 @dataclass

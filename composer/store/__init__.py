@@ -21,17 +21,20 @@ Statuses only move forward by accident-proof rules, the same in every store:
 - an ``active`` subscriber may become unsubscribed, bounced or complained;
 - an inactive subscriber is left exactly as it is by an import or a plain add;
   only ``save(..., resubscribe=True)`` (``subscribers add --resubscribe``) makes
-  it active again;
+  it active again, or the reader's own use of a confirmation link
+  (:mod:`composer.store.signups`);
+- a ``pending`` reader signed up on ``newsletter serve`` and has not confirmed yet: no
+  issue goes to them. The editor's import or add vouches for them (active, or the
+  status the row gives); a ``pending`` row in an import never changes an existing one.
 - an erased reader (:meth:`SubscriberStore.erase`) leaves only a suppression
-  (:mod:`composer.store.personal`): no import or save adds the address again until
-  :meth:`SubscriberStore.lift_suppression`, which only the person's own confirmed
-  signup may call.
+  (:mod:`composer.store.personal`): no import or save adds the address again; only
+  the person's own confirmation of a signup (:meth:`SubscriberStore.confirm`) lifts it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -48,13 +51,15 @@ if TYPE_CHECKING:
         TracedDelivery,
     )
     from composer.store.feedback import Feedback, FeedbackCounts, FeedbackRecord, FeedbackResult
+    from composer.store.mailqueue import MailOutcome, QueuedMail
     from composer.store.personal import PersonalData
     from composer.store.schedules import ScheduleBook
+    from composer.store.signups import Confirmation, Signup, SignupResult
     from composer.store.tables import Table
 
-Status = Literal["active", "unsubscribed", "bounced", "complained"]
+Status = Literal["pending", "active", "unsubscribed", "bounced", "complained"]
 # Least to most protective: merging two rows of one reader keeps the later status here.
-STATUSES: tuple[Status, ...] = ("active", "unsubscribed", "bounced", "complained")
+STATUSES: tuple[Status, ...] = ("pending", "active", "unsubscribed", "bounced", "complained")
 InactiveStatus = Literal["unsubscribed", "bounced", "complained"]
 Segment = Literal["free", "paid", "all"]
 
@@ -141,10 +146,6 @@ class SubscriberStore(Protocol):
     def is_suppressed(self, key: str) -> bool:
         """Whether address key ``key`` belongs to an erased reader."""
 
-    def lift_suppression(self, key: str) -> bool:
-        """Forget the suppression of ``key`` (its owner signed up again and confirmed);
-        whether there was one."""
-
     def mark_status(self, key: str, status: InactiveStatus, reason: str) -> Subscriber | None:
         """Record an unsubscribe, bounce or complaint; None when ``key`` is unknown.
         Marking a subscriber with the status it already has changes nothing."""
@@ -203,6 +204,31 @@ class SubscriberStore(Protocol):
 
     def feedback_counts(self, dispatch_key: str) -> FeedbackCounts:
         """The bounces and complaints recorded against the dispatch keyed ``dispatch_key``."""
+
+    def sign_up(self, signups: Sequence[Signup], *, double_opt_in: bool) -> list[SignupResult]:
+        """Record each of ``signups`` (a reader's own request on ``serve``) by the rules of
+        :func:`composer.store.signups.plan_signup`, queueing the mail it calls for, all
+        in one transaction; what came of each, in order."""
+
+    def confirm(self, confirmation: Confirmation) -> tuple[Subscriber, bool]:
+        """Make the reader of a verified confirmation link active, queueing their welcome
+        (:func:`composer.store.signups.plan_confirmation`); the subscriber, and whether
+        anything changed (False: already active)."""
+
+    def expire_signups(self, before: dt.datetime) -> int:
+        """Delete the ``pending`` readers who signed up before ``before`` and never
+        confirmed, and the queued mail settled before then; how many readers."""
+
+    def due_mail(self, now: dt.datetime, limit: int) -> list[QueuedMail]:
+        """Up to ``limit`` queued messages whose next attempt is due at ``now``, oldest
+        first."""
+
+    def requeue_interrupted_mail(self) -> int:
+        """Queue again every message left ``sending`` (its process ended between marking
+        it and recording the server's reply); how many."""
+
+    def record_mail(self, outcomes: Sequence[MailOutcome]) -> None:
+        """Record where each queued message stands now, in one transaction."""
 
     # Whole tables, for moving a list to another store (composer.store.copy).
 
@@ -312,6 +338,11 @@ def classify(old: Subscriber | None, new: NewSubscriber, *, resubscribe: bool) -
     """What saving ``new`` over ``old`` does under the forward-only status rules."""
     if old is None:
         return "added"
+    if new.status == "pending":
+        # An exported sign-up in flight never overrides what the list knows of a reader.
+        return "unchanged"
+    if old.status == "pending":
+        return "updated"  # the editor vouches for them, or files them as they left
     if old.status != "active":
         return "resubscribed" if resubscribe and new.status == "active" else "kept_inactive"
     if new.status != "active":

@@ -2,7 +2,8 @@
 
 Every table of :data:`~composer.store.tables.TABLES` (subscribers, their status
 history, the dispatches and every delivery, the schedules, the bounces and complaints
-recorded, and the suppressions erasures left) is read from the source a batch at a
+recorded, the suppressions erasures left, and the queue of confirmations and
+welcomes) is read from the source a batch at a
 time and added to the destination, each batch in a transaction of its own, so a
 million rows take flat memory and a copy cut short resumes where it was. Rows keep
 their ids, so the history and the deliveries still point at their subscribers, and

@@ -73,14 +73,15 @@ def add_subscriber(
 
 
 def remove_subscriber(store: SubscriberStore, email: str) -> tuple[Subscriber, bool]:
-    """Unsubscribe ``email`` (the row stays, so no import can bring it back); returns the
-    subscriber and whether anything changed (False when it was already inactive)."""
+    """Unsubscribe ``email``, active or pending (the row stays, so no import can bring it
+    back); returns the subscriber and whether anything changed (False when it was already
+    inactive)."""
     email = email.strip()
     key = checked_key(email)
     subscriber = store.get(key)
     if subscriber is None:
         raise SubscriberError(f"{email} is not on the list; nothing to remove")
-    if subscriber.status != "active":
+    if subscriber.status not in ("active", "pending"):
         return subscriber, False
     marked = store.mark_status(key, "unsubscribed", "removed by the editor")
     assert marked is not None

@@ -5,8 +5,8 @@ Erasure removes the subscriber row, its status history, its deliveries and the b
 and complaints matched to it (which hold the address and the remote server's words),
 and keeps only a suppression: a one-way digest of the address key, so that no import
 and no ``subscribers add`` brings the address back (they report it suppressed), while
-the address itself is gone. Only the person, signing up again and confirming it, may lift
-the suppression (:meth:`~composer.store.SubscriberStore.lift_suppression`).
+the address itself is gone. Only the person, signing up again and confirming it, lifts
+the suppression (:meth:`~composer.store.SubscriberStore.confirm`).
 
 The digest is a plain SHA-256 of the key under a fixed prefix, not an HMAC under the
 newsletter's secret: a suppression must keep working when the secret is rotated or

@@ -141,6 +141,25 @@ TABLES: tuple[Table, ...] = (
     Table(
         "suppressions", ("digest", "created_at"), key=("digest",), moments=frozenset({"created_at"})
     ),
+    Table(
+        "mail_queue",
+        (
+            "id",
+            "kind",
+            "key",
+            "email",
+            "name",
+            "tier",
+            "state",
+            "attempts",
+            "reply",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ),
+        key=("id",),
+        moments=frozenset({"next_attempt_at", "created_at", "updated_at"}),
+    ),
 )
 # Tables a store keeps that are no part of the list to copy.
 NOT_COPIED = frozenset({"dispatch_locks", "schema_version"})

@@ -1,6 +1,7 @@
 """``newsletter serve``: the small web service at base_url, put together from its groups
 of routes (:mod:`composer.web.reading`: the archive, feed and issue pages;
-:mod:`composer.web.leaving`: unsubscribing; :mod:`composer.web.webhooks`: the bounces
+:mod:`composer.web.joining`: signing up and confirming, with the mail they send in the
+background; :mod:`composer.web.leaving`: unsubscribing; :mod:`composer.web.webhooks`: the bounces
 and complaints email services report; :mod:`composer.web.manage`: a reader's own
 subscription and data), which share a :class:`Site`.
 
@@ -24,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
-from composer.web import leaving, manage, reading, webhooks
+from composer.web import joining, leaving, manage, reading, webhooks
 from composer.web.esp.sns import SnsFetcher
 from composer.web.guards import BodyLimit, SecurityHeaders
 from composer.web.listen import listen
@@ -75,15 +76,18 @@ def create_app(
     through ``sns_fetcher`` (default: from ``sns.<region>.amazonaws.com`` only)."""
     site = Site(config, issues_dir or config.path.resolve().parent / "issues")
     later = leaving.LaterUnsubscribes(config.subscribers)
+    signups = joining.Joining(site)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         later.start()  # what a previous run queued and could not apply
-        yield
+        async with signups.running():  # the mail queue, and expiring unconfirmed signups
+            yield
 
     app = Starlette(
         routes=[
             *reading.routes(site),
+            *joining.routes(site, signups),
             *leaving.routes(site, later),
             *webhooks.routes(config, sns_fetcher),
             *manage.routes(site, later),

@@ -191,6 +191,57 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], str], ...] = (
         created_at TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 9: readers who signed up on `serve` and have not confirmed yet (status
+    # 'pending'), and the queue of the mail a signup calls for. SQLite cannot widen a
+    # CHECK in place, so the table is rebuilt with every row (and id) copied, and its
+    # index and history triggers made again.
+    """
+    CREATE TABLE subscribers_6 (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        tier TEXT NOT NULL CHECK (tier IN ('free', 'paid')),
+        tags TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')),
+        status_changed_at TEXT NOT NULL,
+        status_reason TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO subscribers_6 SELECT id, email, key, name, tier, tags, status,
+        status_changed_at, status_reason, created_at FROM subscribers;
+    DROP TABLE subscribers;
+    ALTER TABLE subscribers_6 RENAME TO subscribers;
+    CREATE INDEX subscribers_by_status ON subscribers (status, id);
+    CREATE TRIGGER subscribers_history_insert AFTER INSERT ON subscribers
+    BEGIN
+        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
+        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
+    END;
+    CREATE TRIGGER subscribers_history_update AFTER UPDATE OF status ON subscribers
+    WHEN OLD.status IS NOT NEW.status
+    BEGIN
+        INSERT INTO status_changes (subscriber_id, status, changed_at, reason)
+        VALUES (NEW.id, NEW.status, NEW.status_changed_at, NEW.status_reason);
+    END;
+    CREATE TABLE mail_queue (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('confirm', 'welcome')),
+        key TEXT NOT NULL,
+        email TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        tier TEXT NOT NULL CHECK (tier IN ('free', 'paid')),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reply TEXT NOT NULL DEFAULT '',
+        next_attempt_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX mail_queue_due ON mail_queue (state, next_attempt_at);
+    CREATE INDEX mail_queue_by_key ON mail_queue (key, kind, created_at);
+    """,
 )
 
 
@@ -273,6 +324,17 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     # writer: reading the list while another process writes to it stays instant.
     if db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
         return
+    # A step may rebuild a table other tables refer to, which foreign keys would forbid
+    # mid-way; each step is checked whole before its commit instead (SQLite's own
+    # procedure for altering a table). The pragma has no effect inside a transaction.
+    db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        _migrate(db, path)
+    finally:
+        db.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
     outcome = "it was not brought up to date: try again once it has finished"
     while True:
         with write_transaction(db, path, outcome):
@@ -293,6 +355,12 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                     db.execute(statement)
             else:
                 note = step(db)
+            broken = db.execute("PRAGMA foreign_key_check").fetchone()
+            if broken is not None:
+                raise StoreError(
+                    f"{path}: schema step {version + 1} would leave a row of {broken[0]}"
+                    f" pointing at no row of {broken[2]}; nothing was changed"
+                )
             db.execute(f"PRAGMA user_version = {version + 1}")
         if note:
             log.warning("%s: %s", path, note)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +28,16 @@ from composer.store import (
     segment_tiers,
     suppressed_address,
 )
+from composer.store.mailqueue import MailOutcome, NewMail, QueuedMail
 from composer.store.personal import PersonalData, StatusChange, suppression_digest
+from composer.store.signups import (
+    Confirmation,
+    Signup,
+    SignupResult,
+    plan_confirmation,
+    plan_signup,
+)
+from composer.store.sqlite import mailqueue
 from composer.store.sqlite.database import (
     connect,
     migrate,
@@ -297,14 +306,6 @@ class SqliteSubscriberStore(TableRows):
         """Whether address key ``key`` belongs to an erased reader."""
         return bool(self._suppressed([key]))
 
-    def lift_suppression(self, key: str) -> bool:
-        """Forget the suppression of ``key``; whether there was one."""
-        with write_transaction(self._db, self.path):
-            cursor = self._db.execute(
-                "DELETE FROM suppressions WHERE digest = ?", (suppression_digest(key),)
-            )
-        return cursor.rowcount > 0
-
     def _suppressed(self, keys: list[str]) -> set[str]:
         """Those of ``keys`` whose address is suppressed."""
         digests = {suppression_digest(key): key for key in keys}
@@ -317,6 +318,98 @@ class SqliteSubscriberStore(TableRows):
                 f"SELECT digest FROM suppressions WHERE digest IN ({marks})", list(digests)
             )
         }
+
+    def sign_up(self, signups: Sequence[Signup], *, double_opt_in: bool) -> list[SignupResult]:
+        """Record each signup by :func:`plan_signup` with the mail it calls for, in one
+        transaction."""
+        results = []
+        with write_transaction(self._db, self.path):
+            now = dt.datetime.now(dt.UTC)
+            for signup in signups:
+                old = self.get(signup.key)
+                plan = plan_signup(
+                    old,
+                    double_opt_in=double_opt_in,
+                    last_confirmation=mailqueue.last_confirmation(self._db, signup.key),
+                    now=now,
+                    suppressed=old is None and bool(self._suppressed([signup.key])),
+                )
+                if plan.status is not None:
+                    new = NewSubscriber(
+                        email=signup.email,
+                        key=signup.key,
+                        name=signup.name or None,
+                        status=plan.status,
+                    )
+                    self._apply([(old, new, "updated" if old else "added")], "signed up")
+                if plan.mail is not None:
+                    name = old.name if old and old.name else signup.name
+                    tier = old.tier if old else "free"
+                    email = old.email if old else signup.email
+                    mail = NewMail(
+                        kind=plan.mail, key=signup.key, email=email, name=name, tier=tier
+                    )
+                    mailqueue.enqueue(self._db, [mail])
+                results.append(SignupResult(key=signup.key, action=plan.action))
+        return results
+
+    def confirm(self, confirmation: Confirmation) -> tuple[Subscriber, bool]:
+        """Make the reader of a verified confirmation link active and queue their welcome."""
+        key = confirmation.key
+        with write_transaction(self._db, self.path):
+            old = self.get(key)
+            step = plan_confirmation(old)
+            if step == "add":
+                # The person's own confirmation is the one thing that lifts an erasure.
+                self._db.execute(
+                    "DELETE FROM suppressions WHERE digest = ?", (suppression_digest(key),)
+                )
+            if step != "already":
+                new = NewSubscriber(email=confirmation.email, key=key, status="active")
+                self._apply([(old, new, "added" if old is None else "updated")], "confirmed")
+                subscriber = self.get(key)
+                assert subscriber is not None
+                welcome = NewMail(
+                    kind="welcome",
+                    key=key,
+                    email=subscriber.email,
+                    name=subscriber.name,
+                    tier=subscriber.tier,
+                )
+                mailqueue.enqueue(self._db, [welcome])
+        confirmed = self.get(key)
+        assert confirmed is not None
+        return confirmed, step != "already"
+
+    def expire_signups(self, before: dt.datetime) -> int:
+        """Delete the pending readers who signed up before ``before``, and the mail
+        settled before then."""
+        cutoff = moment_text(before)
+        stale = "SELECT id FROM subscribers WHERE status = 'pending' AND status_changed_at < ?"
+        with write_transaction(self._db, self.path):
+            self._db.execute(
+                f"DELETE FROM status_changes WHERE subscriber_id IN ({stale})", (cutoff,)
+            )
+            deleted = self._db.execute(
+                "DELETE FROM subscribers WHERE status = 'pending' AND status_changed_at < ?",
+                (cutoff,),
+            ).rowcount
+            mailqueue.prune(self._db, before)
+        return deleted
+
+    def due_mail(self, now: dt.datetime, limit: int) -> list[QueuedMail]:
+        """Up to ``limit`` queued messages due at ``now``, oldest first."""
+        return mailqueue.due(self._db, now, limit)
+
+    def requeue_interrupted_mail(self) -> int:
+        """Queue again every message left ``sending``; how many."""
+        with write_transaction(self._db, self.path):
+            return mailqueue.requeue_interrupted(self._db)
+
+    def record_mail(self, outcomes: Sequence[MailOutcome]) -> None:
+        """Record where each queued message stands now, in one transaction."""
+        with write_transaction(self._db, self.path):
+            mailqueue.record(self._db, outcomes)
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[Subscriber]:
         """Every subscriber in insertion order, read ``batch_size`` rows at a time."""
