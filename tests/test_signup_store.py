@@ -11,9 +11,11 @@ import pytest
 
 from composer.config import Config
 from composer.store import NewSubscriber, SubscriberStore, open_store
+from composer.store.feedback import Feedback
 from composer.store.mailqueue import MailOutcome
 from composer.store.signups import Confirmation, Signup
 from composer.store.sqlite import database
+from tests.conftest import both_backends
 
 
 def soon() -> dt.datetime:
@@ -32,6 +34,7 @@ def queued(store: SubscriberStore) -> list[tuple[str, str]]:
     return [(m.kind, m.email) for m in store.due_mail(soon(), 1000)]
 
 
+@both_backends
 def test_a_new_address_is_pending_gets_no_issue_and_is_sent_a_confirmation(store):
     assert signup(store, "ann@example.org") == ["pending"]
     assert store.get("ann@example.org").status == "pending"
@@ -40,12 +43,14 @@ def test_a_new_address_is_pending_gets_no_issue_and_is_sent_a_confirmation(store
     assert queued(store) == [("confirm", "ann@example.org")]
 
 
+@both_backends
 def test_an_address_gets_one_confirmation_a_day_however_often_it_is_submitted(store):
     actions = signup(store, *["ann@example.org"] * 5, "ANN@example.org")
     assert actions == ["pending", *["limited"] * 5]
     assert queued(store) == [("confirm", "ann@example.org")]
 
 
+@both_backends
 def test_an_active_reader_who_signs_up_again_is_left_alone_and_sent_nothing(store):
     store.save(NewSubscriber(email="ann@example.org", key="ann@example.org", tier="paid"))
     assert signup(store, "ann@example.org") == ["nothing"]
@@ -53,6 +58,7 @@ def test_an_active_reader_who_signs_up_again_is_left_alone_and_sent_nothing(stor
     assert queued(store) == []
 
 
+@both_backends
 @pytest.mark.parametrize("double_opt_in", [True, False])
 def test_an_address_that_left_comes_back_only_by_confirming(store, double_opt_in):
     store.save(NewSubscriber(email="ann@example.org", key="ann@example.org"))
@@ -67,6 +73,7 @@ def test_an_address_that_left_comes_back_only_by_confirming(store, double_opt_in
     assert ("welcome", "ann@example.org") in queued(store)
 
 
+@both_backends
 @pytest.mark.parametrize("double_opt_in", [True, False])
 def test_an_erased_address_comes_back_only_by_its_own_confirmation(store, double_opt_in):
     store.save(NewSubscriber(email="ann@example.org", key="ann@example.org"))
@@ -84,6 +91,7 @@ def test_an_erased_address_comes_back_only_by_its_own_confirmation(store, double
     assert ("welcome", "ann@example.org") in queued(store)
 
 
+@both_backends
 def test_without_double_opt_in_a_new_address_is_active_at_once_and_welcomed(store):
     assert signup(store, "ann@example.org", double_opt_in=False) == ["subscribed"]
     assert store.get("ann@example.org").status == "active"
@@ -91,6 +99,7 @@ def test_without_double_opt_in_a_new_address_is_active_at_once_and_welcomed(stor
     assert signup(store, "ann@example.org", double_opt_in=False) == ["nothing"]
 
 
+@both_backends
 def test_confirming_makes_a_pending_reader_active_once_and_queues_one_welcome(store):
     signup(store, "ann@example.org")
     confirmation = Confirmation(key="ann@example.org", email="ann@example.org")
@@ -101,6 +110,7 @@ def test_confirming_makes_a_pending_reader_active_once_and_queues_one_welcome(st
     assert [kind for kind, _ in queued(store)] == ["confirm", "welcome"]
 
 
+@both_backends
 def test_a_confirmation_whose_pending_row_expired_adds_the_reader(store):
     subscriber, changed = store.confirm(
         Confirmation(key="ann@example.org", email="Ann@example.org")
@@ -108,6 +118,7 @@ def test_a_confirmation_whose_pending_row_expired_adds_the_reader(store):
     assert changed and subscriber.status == "active" and subscriber.email == "Ann@example.org"
 
 
+@both_backends
 def test_unconfirmed_signups_expire_and_the_address_can_sign_up_again(store):
     signup(store, "ann@example.org")
     store.save(NewSubscriber(email="bob@example.org", key="bob@example.org"))
@@ -121,6 +132,24 @@ def test_unconfirmed_signups_expire_and_the_address_can_sign_up_again(store):
     assert queued(store) == [("confirm", "ann@example.org")]
 
 
+@both_backends
+def test_a_pending_reader_whose_confirmation_bounced_expires_with_that_bounce(store):
+    signup(store, "ann@example.org")
+    bounce = Feedback(
+        kind="hard",
+        source="mailbox",
+        event_id="dsn-1",
+        reason="5.1.1 user unknown",
+        occurred_at=dt.datetime.now(dt.UTC),
+        recipient="ann@example.org",
+    )
+    assert store.record_feedback(bounce).effect == "ignored", "only active readers bounce"
+    assert store.expire_signups(soon()) == 1
+    assert store.get("ann@example.org") is None
+    assert store.recent_feedback() == []
+
+
+@both_backends
 def test_the_editor_vouches_for_a_pending_reader_and_a_pending_row_overrides_nobody(store):
     signup(store, "ann@example.org", "bob@example.org")
     store.save(NewSubscriber(email="carol@example.org", key="carol@example.org"))
@@ -136,6 +165,7 @@ def test_the_editor_vouches_for_a_pending_reader_and_a_pending_row_overrides_nob
     assert store.get("bob@example.org").status == "pending"
 
 
+@both_backends
 def test_mail_left_sending_by_a_killed_process_is_queued_again(store):
     signup(store, "ann@example.org", "bob@example.org")
     ann, bob = store.due_mail(soon(), 10)
@@ -150,6 +180,7 @@ def test_mail_left_sending_by_a_killed_process_is_queued_again(store):
     assert [(m.email, m.attempts) for m in store.due_mail(soon(), 10)] == [("ann@example.org", 1)]
 
 
+@both_backends
 def test_a_retry_waits_for_its_time(store):
     signup(store, "ann@example.org")
     (mail,) = store.due_mail(soon(), 10)

@@ -217,7 +217,8 @@ class SubscriberStore(Protocol):
 
     def expire_signups(self, before: dt.datetime) -> int:
         """Delete the ``pending`` readers who signed up before ``before`` and never
-        confirmed, and the queued mail settled before then; how many readers."""
+        confirmed (with their history and any bounce of their confirmation), and the
+        queued mail settled before then; how many readers."""
 
     def due_mail(self, now: dt.datetime, limit: int) -> list[QueuedMail]:
         """Up to ``limit`` queued messages whose next attempt is due at ``now``, oldest

@@ -387,9 +387,9 @@ class SqliteSubscriberStore(TableRows):
         cutoff = moment_text(before)
         stale = "SELECT id FROM subscribers WHERE status = 'pending' AND status_changed_at < ?"
         with write_transaction(self._db, self.path):
-            self._db.execute(
-                f"DELETE FROM status_changes WHERE subscriber_id IN ({stale})", (cutoff,)
-            )
+            # A bounce of their confirmation may have been recorded against them.
+            for table in ("feedback", "status_changes"):
+                self._db.execute(f"DELETE FROM {table} WHERE subscriber_id IN ({stale})", (cutoff,))
             deleted = self._db.execute(
                 "DELETE FROM subscribers WHERE status = 'pending' AND status_changed_at < ?",
                 (cutoff,),
