@@ -23,6 +23,7 @@ from composer.store.deliveries import IssueIdentity, Outcome, Recipient
 from composer.store.feedback import Feedback
 from composer.store.pending import PendingUnsubscribes, QueuedUnsubscribe
 from composer.store.schedules import SCHEDULE_STATES, NewSchedule, WorkerClaim
+from composer.store.signups import Signup
 from tests.conftest import (
     EXAMPLE_MD,
     ROOT,
@@ -234,6 +235,36 @@ def test_two_soft_bounces_for_one_reader_at_once_are_recorded_one_after_the_othe
     assert reader is not None and reader.status == "bounced"
 
 
+@on_postgresql
+def test_a_list_from_before_signups_is_upgraded_in_place_and_takes_pending_readers(
+    config_path: Path, database_setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from composer.store.postgresql import database
+
+    step = next(
+        n
+        for n, script in enumerate(database.MIGRATIONS)
+        if isinstance(script, str) and "CREATE TABLE mail_queue" in script
+    )
+    settings = load_config(config_path).subscribers
+    with monkeypatch.context() as older:
+        older.setattr(database, "MIGRATIONS", database.MIGRATIONS[:step])
+        with open_store(settings) as old:
+            old.save(NewSubscriber("ann@example.org", "ann@example.org", tier="paid"))
+            old.mark_status("ann@example.org", "bounced", "5.1.1")
+        database.POOLS.close()  # the next open is a new process's: it migrates
+    with open_store(settings) as store:
+        signed = store.sign_up(
+            [Signup(email="bob@example.org", key="bob@example.org")], double_opt_in=True
+        )
+        assert [r.action for r in signed] == ["pending"]
+        assert [(s.id, s.email, s.status) for s in store.iter_all()] == [
+            (1, "ann@example.org", "bounced"),
+            (2, "bob@example.org", "pending"),
+        ]
+        assert [m.kind for m in store.due_mail(dt.datetime.now(dt.UTC), 10)] == ["confirm"]
+
+
 HOLD_THE_DISPATCH = """
 import sys
 from pathlib import Path
@@ -321,7 +352,7 @@ def test_the_real_commands_import_list_and_send_on_a_postgresql_list(
 def fill(store: SubscriberStore, count: int) -> None:
     """``count`` readers, one unsubscribed, and one issue's record: a sent copy each; a
     soft bounce of one copy, a schedule a worker has started, and the suppression of a
-    reader erased."""
+    reader erased, whose signup since has queued a confirmation."""
     store.import_many(
         NewSubscriber(email=f"r{n}@example.org", key=f"r{n}@example.org", tier="paid")
         for n in range(count)
@@ -363,6 +394,8 @@ def fill(store: SubscriberStore, count: int) -> None:
     assert book.claim(scheduled, claim)
     store.save(NewSubscriber("gone@example.org", "gone@example.org"))
     assert store.erase("gone@example.org")
+    gone = Signup(email="gone@example.org", key="gone@example.org")
+    assert [r.action for r in store.sign_up([gone], double_opt_in=True)] == ["confirm_again"]
 
 
 def snapshot(store: SubscriberStore) -> tuple[object, ...]:
@@ -376,6 +409,7 @@ def snapshot(store: SubscriberStore) -> tuple[object, ...]:
         store.schedules().find(SCHEDULE_STATES),
         store.recent_feedback(),
         store.is_suppressed("gone@example.org"),
+        store.due_mail(dt.datetime.now(dt.UTC) + dt.timedelta(days=1), 10),
     )
 
 
@@ -404,6 +438,7 @@ def test_db_copy_moves_a_list_from_sqlite_to_postgresql_and_back_and_again_chang
         "  schedules: 1 rows, 1 in the copy",
         "  feedback: 1 rows, 1 in the copy",
         "  suppressions: 1 rows, 1 in the copy",
+        "  mail_queue: 1 rows, 1 in the copy",
     ]
     assert copy_to(sqlite_config, database_setting).stdout == to_server.stdout
 

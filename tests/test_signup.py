@@ -15,7 +15,7 @@ from composer.config import load_config
 from composer.confirm_links import ConfirmLinks
 from composer.store import NewSubscriber, open_store
 from composer.web.throttle import RateLimit, client_address
-from tests.conftest import SECRET, with_settings
+from tests.conftest import SECRET, both_backends, with_settings
 from tests.joining import (
     aged_token,
     body,
@@ -36,6 +36,7 @@ def settle(seconds: float = 0.5) -> None:
     time.sleep(seconds)
 
 
+@both_backends
 def test_a_signup_is_confirmed_by_a_post_and_welcomed_with_unsubscribe_headers(send_config, smtp):
     with running_service(send_config) as service:
         page = service.client.get("/subscribe", params={"email": "ann@example.org"})
@@ -105,6 +106,7 @@ def test_fifty_quick_posts_from_one_client_are_limited_and_send_one_confirmation
     assert smtp.received() == {"ann@example.org": 1}
 
 
+@both_backends
 def test_one_address_from_many_clients_gets_one_confirmation_a_day(send_config, smtp):
     with_settings(send_config, "subscribe", trusted_proxies='["127.0.0.1"]')
     with running_service(send_config) as service:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, SECRET, newsletter_command, with_settings
+from tests.conftest import ROOT, SECRET, both_backends, newsletter_command, with_settings
 from tests.joining import signup, wait_for_mail
 from tests.smtp_server import SmtpServer
 
@@ -58,6 +58,7 @@ class Client:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
 
+@both_backends
 def test_confirmations_queued_at_a_kill_are_each_sent_once_after_a_restart(send_config, tmp_path):
     smtp_port, web_port = free_port(), free_port()
     with_settings(send_config, "smtp", port=smtp_port)  # nothing listens there yet
