@@ -18,6 +18,9 @@ from typing import Literal
 Tier = Literal["free", "paid"]
 TIERS: tuple[Tier, ...] = ("free", "paid")
 
+# The fields that say where an issue is (its file name, its dispatch's id, whether the web
+# shows it), not what it says: changing one must not make a sent issue new content.
+NOT_CONTENT = ("slug", "id", "published")
 # A BCP 47 language tag as an editor writes one: "en", "de-CH", "zh-Hant".
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 
@@ -55,7 +58,9 @@ class Issue:
     """One newsletter issue. ``paywall`` is how many blocks free readers get (None: no cut);
     ``lang`` is its language tag, empty for the newsletter's own (``[newsletter] lang``);
     ``id`` the front matter's ``id``, which names its dispatch whatever the file is
-    called (empty: none given)."""
+    called (empty: none given); ``published`` the front matter's ``published``, which
+    puts the issue on the web or keeps it off whether or not it was sent (None: not
+    given, the web shows it once dispatched)."""
 
     path: Path = field(compare=False)
     slug: str
@@ -69,6 +74,7 @@ class Issue:
     lede: Markdown
     blocks: tuple[Block, ...]
     paywall: int | None
+    published: bool | None = None
 
     def blocks_for(self, tier: Tier) -> tuple[Block, ...]:
         """The blocks a reader of ``tier`` gets: free readers stop at the paywall."""
@@ -83,10 +89,12 @@ class Issue:
 
 def content_digest(issue: Issue) -> str:
     """A SHA-256 (hex) of everything ``issue`` says: every field that compares but its
-    slug and its id. A renamed copy, its twin in the other format and a copy given
-    another id have the same digest, so a dispatch can tell an issue it has already sent.
-    A release that adds a field to the model changes the digest of every issue."""
-    said = {name: value for name, value in _fields(issue).items() if name not in ("slug", "id")}
+    slug, its id and whether it is published. A renamed copy, its twin in the other
+    format, a copy given another id and one published or unpublished on the web after it
+    was sent have the same digest, so a dispatch can tell an issue it has already sent.
+    A release that adds a field to the model changes the digest of every issue, unless
+    the field is left out here as these are."""
+    said = {name: value for name, value in _fields(issue).items() if name not in NOT_CONTENT}
     text = json.dumps(said, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

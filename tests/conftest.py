@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -157,6 +158,16 @@ def write_issue(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def published_copy(source: Path, folder: Path) -> Path:
+    """A copy of the Markdown issue ``source`` in ``folder`` marked ``published = true``:
+    on serve's web without being sent."""
+    folder.mkdir(exist_ok=True)
+    text = source.read_text(encoding="utf-8").replace("+++\n", "+++\npublished = true\n", 1)
+    path = folder / source.name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def invoke(config_path: Path, *args: str | Path) -> Result:
@@ -308,15 +319,25 @@ def start_in_thread(server: uvicorn.Server, **run: object) -> tuple[threading.Th
 @pytest.fixture
 def server(config: Config) -> Iterator[httpx.Client]:
     """`newsletter serve` on a free loopback port, with an httpx client pointed at it."""
+    with serving(config) as client:
+        yield client
+
+
+@contextmanager
+def serving(config: Config) -> Iterator[httpx.Client]:
+    """`newsletter serve` of ``config`` on a free loopback port, with an httpx client
+    pointed at it, until the block ends."""
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
     thread, port = start_in_thread(server)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
-        yield client
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

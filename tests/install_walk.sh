@@ -146,12 +146,13 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 [ -n "$serve_port" ] || fail "serve did not start: $(cat "$work/serve.log")"
-run "serve's pages" 0 "$work/venv/bin/python" - "$serve_port" <<'EOF'
+run "serve's pages" 0 "$work/venv/bin/python" - "$serve_port" "$(basename "$issue" .md)" <<'EOF'
 import sys
 import time
 from urllib.request import urlopen
 
 base = f"http://127.0.0.1:{sys.argv[1]}"
+slug = sys.argv[2]
 for _ in range(50):
     try:
         archive = urlopen(f"{base}/").read().decode()
@@ -159,6 +160,9 @@ for _ in range(50):
     except OSError:
         time.sleep(0.2)
 assert "Archive" in archive, archive
+# Sent above, so published; a skeleton would not be.
+assert f"/issues/{slug}" in archive, archive
+assert "Walk" in urlopen(f"{base}/issues/{slug}").read().decode()
 how = urlopen(f"{base}/unsubscribe").read().decode()
 assert "unsubscribe link" in how, how
 EOF

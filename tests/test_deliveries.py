@@ -22,6 +22,7 @@ from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.deliveries import (
     LOCK_STALE_SECONDS,
     STATES,
+    DispatchedIssue,
     IssueIdentity,
     Outcome,
     Recipient,
@@ -268,3 +269,34 @@ def test_one_holder_at_a_time_and_a_dead_holders_lock_is_taken_over(
         with store.deliveries(ISSUE) as journal:
             assert not journal.status().running
             journal.acquire("all")
+
+
+@both_backends
+def test_dispatched_issues_names_each_dispatch_a_copy_of_which_may_have_arrived(
+    store: SubscriberStore,
+) -> None:
+    ann, bob = readers(store, 2)
+    last: dict[str, State] = {
+        "sent": "sent",
+        "in-flight": "sending",
+        "lost": "unknown",
+        "refused": "failed",
+        "waiting": "deferred",
+    }
+    for slug, state in last.items():
+        identity = IssueIdentity(slug=slug, id="" if slug == "lost" else f"id-{slug}", content=slug)
+        with store.deliveries(identity.key, identity) as journal:
+            journal.acquire("all")
+            journal.record([outcome(ann, "failed"), outcome(bob, state)])
+    with store.deliveries("before-ids") as journal:  # recorded before ids: the file name
+        journal.acquire("free")
+        journal.record([outcome(ann, "sent")])
+    with store.deliveries("id:nothing-yet", IssueIdentity(slug="x", id="x", content="x")) as j:
+        j.acquire("all")
+
+    assert sorted(store.dispatched_issues(), key=lambda found: found.slug) == [
+        DispatchedIssue(slug="before-ids", id="", content=None),
+        DispatchedIssue(slug="in-flight", id="id-in-flight", content="in-flight"),
+        DispatchedIssue(slug="lost", id="", content="lost"),
+        DispatchedIssue(slug="sent", id="id-sent", content="sent"),
+    ]

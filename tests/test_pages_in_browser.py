@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.listen import listen
 from composer.web.serve import create_app
-from tests.conftest import EXAMPLE_MD, newsletter, with_settings, write_csv
+from tests.conftest import EXAMPLE_MD, newsletter, published_copy, with_settings, write_csv
 from tests.smtp_server import SmtpServer
 from tests.test_email_in_browser import AXE, AXE_RUN
 
@@ -42,8 +41,7 @@ def service(send_config: Path, tmp_path: Path) -> Iterator[Service]:
     sock = listen(0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with_settings(send_config, "newsletter", base_url=f'"{url}"')
-    (tmp_path / "issues").mkdir(exist_ok=True)
-    shutil.copy(EXAMPLE_MD, tmp_path / "issues")
+    published_copy(EXAMPLE_MD, tmp_path / "issues")
     config = load_config(send_config)
     with open_store(config.subscribers) as store:
         for email, tier in [("ann@example.com", "free"), ("pat@example.com", "paid")]:

@@ -17,7 +17,7 @@ from composer.config import Config, load_config
 from composer.reader_links import ReaderLinks
 from composer.store import NewSubscriber, SubscriberStore
 from composer.web.serve import create_app
-from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML, with_settings
+from tests.conftest import EXAMPLE_MD, EXAMPLE_TOML, published_copy, with_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 FUTURE = (dt.date.today() + dt.timedelta(days=30)).isoformat()
@@ -26,14 +26,15 @@ FUTURE = (dt.date.today() + dt.timedelta(days=30)).isoformat()
 @pytest.fixture
 def issues(tmp_path: Path, write_issue: Callable[..., Path]) -> Path:
     folder = tmp_path / "issues"
-    folder.mkdir()
-    shutil.copy(EXAMPLE_MD, folder)
+    # On the web by its flag: which issues are on it is tests/test_publishing.py's job.
+    published_copy(EXAMPLE_MD, folder)
     shutil.copy(EXAMPLE_TOML, folder)
     write_issue(
         f"""
         +++
         title = "Next week's draft"
         date = {FUTURE}
+        published = true
         +++
         Not ready.
         """,
@@ -44,6 +45,7 @@ def issues(tmp_path: Path, write_issue: Callable[..., Path]) -> Path:
         +++
         title = "Older <b>one</b>"
         date = 2024-04-26
+        published = true
         subtitle = "Short & sweet"
         +++
         A short issue with no paywall.
@@ -151,14 +153,15 @@ def test_an_issue_that_loads_but_cannot_be_composed_is_404_and_logged_not_a_500(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     write_issue(
-        '+++\ntitle = "Odd"\ndate = 2024-04-03\n+++\n\n## A quote {.pull-quote}\n\nText.\n',
+        '+++\ntitle = "Odd"\ndate = 2024-04-03\npublished = true\n+++\n\n'
+        "## A quote {.pull-quote}\n\nText.\n",
         "2024-04-03-odd.md",
     )
     page = server.get("/issues/2024-04-03-odd")
 
     assert page.status_code == 404
     assert "[newsletter]" not in page.text
-    assert "2024-04-03-odd.md:6: block 'A quote' is of kind 'pull-quote'" in caplog.text
+    assert "2024-04-03-odd.md:7: block 'A quote' is of kind 'pull-quote'" in caplog.text
     assert server.get("/issues/2024-04-26-older").status_code == 200
 
 

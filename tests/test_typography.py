@@ -110,7 +110,7 @@ def test_the_newsletter_lang_is_the_default_and_french_quotes_keep_thin_spaces(
 
 
 def test_web_version_archive_and_feed_are_typeset(server: httpx.Client, write_issue):
-    write_issue(STRAIGHT.format(lang='lang = "de"\n'), "2024-05-03-typeset.md")
+    write_issue(STRAIGHT.format(lang='lang = "de"\npublished = true\n'), "2024-05-03-typeset.md")
     page = server.get("/issues/2024-05-03-typeset").text
     assert "„There is never a good time,“ she said." in _visible(page)
     assert lxml_html.fromstring(page).get("lang") == "de"

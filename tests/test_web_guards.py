@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import select
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from composer.config import Config
 from composer.store import NewSubscriber, SubscriberStore
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.guards import LoopbackHostOnly
-from tests.conftest import EXAMPLE_MD
+from tests.conftest import EXAMPLE_MD, published_copy
 from tests.previewing import RunningPreview, copy_example, running_preview
 from tests.smtp_server import SmtpServer
 
@@ -264,8 +263,7 @@ COMMON = {
 @pytest.fixture
 def published(tmp_path: Path) -> Path:
     folder = tmp_path / "issues"
-    folder.mkdir(exist_ok=True)
-    shutil.copy(EXAMPLE_MD, folder)
+    published_copy(EXAMPLE_MD, folder)
     return folder
 
 

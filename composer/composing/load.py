@@ -24,7 +24,7 @@ PAYWALL_KIND = "paywall"
 BIG_STORY = "big-story"
 SECTION = "section"  # the kind of a block whose heading implies none
 
-_FRONT_MATTER_KEYS = ("id", "title", "date", "subtitle", "author", "preheader", "lang")
+_FRONT_MATTER_KEYS = ("id", "title", "date", "subtitle", "author", "preheader", "lang", "published")
 _TOML_KEYS = (*_FRONT_MATTER_KEYS, "lede", "blocks")
 _BLOCK_KEYS = ("heading", "kind", "body", "items")
 _ITEM_KEYS = ("lead", "body")
@@ -210,6 +210,15 @@ def _front_matter(
             where.find("id"),
         )
     values["id"] = issue_id
+    published = raw.get("published")
+    if published is not None and not isinstance(published, bool):
+        raise IssueError(
+            path,
+            "published must be true or false, without quotes (or left out: the web shows"
+            " the issue once it is sent)",
+            where.find("published"),
+        )
+    values["published"] = published
     return values
 
 
@@ -229,6 +238,7 @@ def _issue(
         lede=lede,
         blocks=tuple(blocks),
         paywall=paywall,
+        published=meta["published"],
     )
 
 

@@ -45,6 +45,7 @@ from composer.model import Tier
 if TYPE_CHECKING:
     from composer.config import SubscriberSettings
     from composer.store.deliveries import (
+        DispatchedIssue,
         DispatchJournal,
         DispatchRecord,
         IssueIdentity,
@@ -175,6 +176,12 @@ class SubscriberStore(Protocol):
         """Every dispatch recorded under ``issue``'s key, or with its id, content digest or
         file name: the candidates of :func:`~composer.store.deliveries.resumed_dispatch`
         and :func:`~composer.store.deliveries.repeated_dispatches`."""
+
+    def dispatched_issues(self) -> list[DispatchedIssue]:
+        """What every dispatch that sent, or may have sent, at least one copy (a delivery
+        in a state of :data:`~composer.store.deliveries.MAY_HAVE_ARRIVED`) recorded of its
+        issue, in one query that reads no more than one delivery per dispatch: what the
+        web archive publishes by (:func:`~composer.store.deliveries.was_dispatched`)."""
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id`` (as in the header, angle brackets

@@ -13,7 +13,8 @@ A dispatch is keyed by what renaming its file does not change (:class:`IssueIden
 the issue's ``id``, else a digest of its content. Sending an issue continues the
 dispatch :func:`resumed_dispatch` picks, which also finds one recorded before ids,
 under the file's name; another dispatch of the same content is a repeat
-(:func:`repeated_dispatches`), which ``send`` refuses unless asked.
+(:func:`repeated_dispatches`), which ``send`` refuses unless asked. The web archive asks,
+by the same rule, whether an issue has reached its readers (:func:`was_dispatched`).
 
 The rules here are the same for every store; a backend only reads and writes rows.
 """
@@ -171,6 +172,18 @@ class DispatchRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DispatchedIssue:
+    """What a dispatch that sent (or may have sent) at least one copy recorded of the
+    issue it last sent: its file name, id (empty: none) and content digest (None:
+    recorded before ids). A :class:`DispatchRecord` without the count, which would cost
+    a scan of every delivery to read."""
+
+    slug: str
+    id: str
+    content: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class LockHolder:
     """The process that holds (or last held) an issue's dispatch lock."""
 
@@ -269,20 +282,28 @@ def resumed_dispatch(
     the issue again). A dispatch recorded with another id is another issue's. The
     latest run wins a tie.
     """
-
-    def order(record: DispatchRecord) -> int | None:
-        if record.id:
-            return 0 if record.id == issue.id else None
-        if record.content == issue.content:
-            return 1
-        if record.slug == issue.slug:
-            return 2
-        return None
-
-    ranked = [(rank, record) for record in known if (rank := order(record)) is not None]
+    ranked = [(rank, record) for record in known if (rank := _rank(issue, record)) is not None]
     if not ranked:
         return None
     return min(ranked, key=lambda pair: (pair[0], -pair[1].last_run_at.timestamp()))[1]
+
+
+def was_dispatched(issue: IssueIdentity, dispatched: Iterable[DispatchedIssue]) -> bool:
+    """Whether one of ``dispatched`` is a dispatch that sending ``issue`` would continue
+    (:func:`resumed_dispatch`'s rule): the issue, or an earlier edit of it, has gone out."""
+    return any(_rank(issue, record) is not None for record in dispatched)
+
+
+def _rank(issue: IssueIdentity, record: DispatchRecord | DispatchedIssue) -> int | None:
+    """How closely ``record`` names ``issue``'s dispatch: 0 by id, 1 by content, 2 by file
+    name; None: another issue's."""
+    if record.id:
+        return 0 if record.id == issue.id else None
+    if record.content == issue.content:
+        return 1
+    if record.slug == issue.slug:
+        return 2
+    return None
 
 
 def repeated_dispatches(

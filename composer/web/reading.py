@@ -1,7 +1,7 @@
 """The public side of ``newsletter serve``: ``GET /`` is the archive of published
-issues, newest first; ``GET /feed.xml`` its Atom feed; ``GET /issues/<slug>`` an
-issue's web version, the target of "View in browser" and of the free edition's "Keep
-reading".
+issues (those sent, or marked published: :mod:`composer.web.archive`), newest first;
+``GET /feed.xml`` its Atom feed; ``GET /issues/<slug>`` a published issue's web version,
+the target of "View in browser" and of the free edition's "Keep reading".
 
 The web version is public, so it is the free edition: everything before the paywall,
 then in place of the rest a panel with a subscribe form (a plain GET to
@@ -33,7 +33,7 @@ from composer.errors import InvalidToken, NewsletterError
 from composer.model import Issue, Tier
 from composer.reader_links import ReaderLinks
 from composer.store import address_key, open_store
-from composer.web.archive import atom_feed, find_published, published_issues
+from composer.web.archive import DispatchedIssues, atom_feed, find_published, published_issues
 from composer.web.site import PRIVATE, Site
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def routes(site: Site) -> list[Route]:
     """The archive, the feed and the issue pages of ``site``."""
     config, base = site.config, site.base
     links = ReaderLinks.from_config(config)
+    dispatched = DispatchedIssues(config.subscribers)
     policy = ISSUE_POLICY.format(origin=site.origin)
 
     @lru_cache(maxsize=64)
@@ -68,7 +69,7 @@ def routes(site: Site) -> list[Route]:
         return site.page("missing.html", "No such issue", status_code=404, archive_url=f"{base}/")
 
     async def archive(request: Request) -> HTMLResponse:
-        issues = await run_in_threadpool(published_issues, site.issues_dir, today())
+        issues = await run_in_threadpool(published_issues, site.issues_dir, today(), dispatched)
         return site.page(
             "archive.html",
             "Archive",
@@ -79,12 +80,12 @@ def routes(site: Site) -> list[Route]:
         )
 
     async def feed(request: Request) -> Response:
-        issues = await run_in_threadpool(published_issues, site.issues_dir, today())
+        issues = await run_in_threadpool(published_issues, site.issues_dir, today(), dispatched)
         return Response(atom_feed(issues, config), media_type="application/atom+xml")
 
     async def issue_page(request: Request) -> HTMLResponse:
         slug = request.path_params["slug"]
-        issue = await run_in_threadpool(find_published, site.issues_dir, slug, today())
+        issue = await run_in_threadpool(find_published, site.issues_dir, slug, today(), dispatched)
         if issue is None:
             return missing()
         headers = {"Content-Security-Policy": policy}
@@ -128,5 +129,5 @@ def _reader_tier(links: ReaderLinks, settings: SubscriberSettings, token: str) -
 
 
 def today() -> dt.date:
-    """The date that decides which issues are published: today in UTC."""
+    """The date that decides which issues are due: today in UTC."""
     return dt.datetime.now(dt.UTC).date()

@@ -26,6 +26,7 @@ from composer.store import (
     segment_tiers,
     suppressed_address,
 )
+from composer.store.deliveries import MAY_HAVE_ARRIVED, DispatchedIssue
 from composer.store.mailqueue import MailOutcome, NewMail, QueuedMail
 from composer.store.personal import PersonalData, StatusChange, suppression_digest
 from composer.store.postgresql import mailqueue
@@ -481,6 +482,18 @@ class PostgresSubscriberStore(TableRows):
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
         with errors_translated(self.url):
             return find_delivery(self._db, message_id)
+
+    def dispatched_issues(self) -> list[DispatchedIssue]:
+        """What every dispatch with a copy that may have arrived recorded of its issue."""
+        # EXISTS stops at the first such delivery: counting them would read every
+        # delivery of every dispatch on each archive page.
+        with errors_translated(self.url):
+            rows = self._db.execute(
+                "SELECT d.slug, d.issue_id, d.content_digest FROM dispatches AS d WHERE EXISTS"
+                " (SELECT 1 FROM deliveries AS x WHERE x.issue = d.issue AND x.state = ANY(%s))",
+                (list(MAY_HAVE_ARRIVED),),
+            ).fetchall()
+        return [DispatchedIssue(slug=s, id=i or "", content=c) for s, i, c in rows]
 
     def schedules(self) -> PostgresScheduleBook:
         """The scheduled dispatches, on this store's connection."""

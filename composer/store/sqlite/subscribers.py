@@ -28,6 +28,7 @@ from composer.store import (
     segment_tiers,
     suppressed_address,
 )
+from composer.store.deliveries import MAY_HAVE_ARRIVED, DispatchedIssue
 from composer.store.mailqueue import MailOutcome, NewMail, QueuedMail
 from composer.store.personal import PersonalData, StatusChange, suppression_digest
 from composer.store.signups import (
@@ -39,7 +40,9 @@ from composer.store.signups import (
 )
 from composer.store.sqlite import mailqueue
 from composer.store.sqlite.database import (
+    busy,
     connect,
+    is_busy,
     migrate,
     moment_text,
     now_text,
@@ -463,6 +466,26 @@ class SqliteSubscriberStore(TableRows):
     def dispatches(self, issue: IssueIdentity) -> list[DispatchRecord]:
         """Every dispatch recorded under ``issue``'s key, or with its id, content or file name."""
         return find_dispatches(self._db, issue)
+
+    def dispatched_issues(self) -> list[DispatchedIssue]:
+        """What every dispatch with a copy that may have arrived recorded of its issue."""
+        arrived = ",".join("?" * len(MAY_HAVE_ARRIVED))
+        # EXISTS stops at the first such delivery (the (issue, state) index finds it):
+        # counting them would read every delivery of every dispatch on each archive page.
+        query = (
+            "SELECT d.slug, d.issue_id, d.content_digest FROM dispatches AS d WHERE EXISTS"
+            f" (SELECT 1 FROM deliveries AS x WHERE x.issue = d.issue AND x.state IN ({arrived}))"
+        )
+        try:
+            rows = self._db.execute(query, MAY_HAVE_ARRIVED).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if is_busy(exc):
+                raise busy(self.path, exc) from exc
+            raise unusable(self.path, exc) from exc
+        return [
+            DispatchedIssue(slug=slug, id=issue_id or "", content=content)
+            for slug, issue_id, content in rows
+        ]
 
     def find_delivery(self, message_id: str) -> TracedDelivery | None:
         """The delivery whose copy had ``message_id``, with its subscriber, or None."""
