@@ -1,7 +1,8 @@
 """A reader's own data: what they download (:class:`PersonalData`), and what erasing it
 leaves behind (:func:`suppression_digest`).
 
-Erasure removes the subscriber row, its status history and its deliveries, and keeps
+Erasure removes the subscriber row, its status history, its deliveries, the bounces and
+complaints matched to it and its confirmations and welcomes, and keeps
 only a suppression: a one-way digest of the address key, so that no import and no
 ``subscribers add`` brings the address back (they report it suppressed), while the
 address itself is gone. Only the person, signing up again and confirming it, lifts
