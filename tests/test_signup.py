@@ -166,6 +166,26 @@ def test_without_double_opt_in_a_signup_is_welcomed_but_a_departed_reader_must_c
     assert subscriber(send_config, "gone@example.org").status == "unsubscribed"
 
 
+def test_every_link_in_the_welcome_opens_a_page_and_manage_opens_the_readers_own(send_config, smtp):
+    # The welcome is no issue: it has no web version to view or share, and its manage
+    # link must carry the reader's token like an issue's does.
+    with_settings(send_config, "subscribe", double_opt_in="false")
+    with running_service(send_config) as service:
+        signup(service, "new@example.org")
+        (welcome,) = wait_for_mail(smtp, 1)
+        html = str(welcome.get_body(("html",)).get_content())
+        links = {*re.findall(r'href="([^"]+)"', html), *re.findall(r"https?://\S+", body(welcome))}
+        own = sorted({link.replace("&amp;", "&") for link in links if link.startswith(service.url)})
+        assert own, links
+        assert not any("/issues/" in link for link in own), own
+        assert "Share this issue" not in body(welcome)
+        for link in own:
+            page = service.client.get(link.removeprefix(service.url))
+            assert page.status_code == 200, link
+        [manage] = {link for link in own if "/manage" in link}
+        assert "new@example.org" in service.client.get(manage.removeprefix(service.url)).text
+
+
 def test_an_expired_or_altered_confirmation_link_changes_nothing(send_config, smtp):
     with running_service(send_config) as service:
         links = ConfirmLinks(service.url, SECRET.encode())
