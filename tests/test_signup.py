@@ -15,7 +15,7 @@ from composer.config import load_config
 from composer.confirm_links import ConfirmLinks
 from composer.store import NewSubscriber, open_store
 from composer.web.throttle import RateLimit, client_address
-from tests.conftest import SECRET, with_settings
+from tests.conftest import SECRET, newsletter, with_settings
 from tests.joining import (
     aged_token,
     body,
@@ -268,3 +268,14 @@ def test_a_trusted_proxy_that_is_not_an_address_is_one_line_naming_it(config_pat
     assert "[subscribe] trusted_proxies has 'proxy.local', not an address or network" in (
         result.output
     )
+
+
+@pytest.mark.parametrize("welcome", ["issues", "undated.md"])
+def test_serve_will_not_start_with_a_welcome_that_does_not_compose(config_path, welcome):
+    (config_path.parent / "issues").mkdir(exist_ok=True)
+    (config_path.parent / "undated.md").write_text('+++\ntitle = "Hello"\n+++\n\nHi.\n')
+    with_settings(config_path, "subscribe", welcome=f'"{welcome}"')
+    result = newsletter("serve", "--port", "0", config_path=config_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert f"{welcome}" in result.stderr and "[subscribe] welcome" in result.stderr

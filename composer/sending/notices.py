@@ -29,7 +29,8 @@ from composer.composing.message import WIRE_POLICY
 from composer.composing.pipeline import compose
 from composer.config import Config
 from composer.confirm_links import ConfirmLinks
-from composer.model import Tier
+from composer.errors import NewsletterError
+from composer.model import TIERS, Tier
 from composer.reader_links import ReaderLinks
 from composer.sending.personalise import (
     CRLF,
@@ -129,6 +130,19 @@ class Notices:
         )
         data = personal + self._confirmation_headers + CRLF + quoted_printable(text) + CRLF
         return PersonalCopy(message_id=message_id, envelope_address=address, data=data)
+
+    def check_welcome(self) -> None:
+        """Compose the welcome for every tier now: :class:`NewsletterError` naming the file
+        and ``[subscribe] welcome`` when it does not compose, rather than each reader's
+        welcome failing after they confirm."""
+        for tier in TIERS:
+            try:
+                self.welcome(tier)
+            except NewsletterError as exc:
+                raise NewsletterError(
+                    f"the welcome message ([subscribe] welcome) does not compose:"
+                    f" {exc.format_message()}"
+                ) from exc
 
     def welcome(self, tier: Tier) -> MessageTemplate:
         """The welcome for readers of ``tier``, serialised once for today."""
