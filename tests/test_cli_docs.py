@@ -102,6 +102,12 @@ def test_every_command_and_option_is_in_docs_cli(name):
             )
 
 
+def test_serve_help_names_every_group_of_routes():
+    help_text = " ".join((COMMANDS["serve"].help or "").split())
+    for words in ("signups", "unsubscribe", "manage pages", "web versions", "webhooks"):
+        assert words in help_text, words
+
+
 def test_every_route_of_serve_is_in_docs_cli(config_path):
     app = create_app(load_config(config_path))
     while not hasattr(app, "routes"):  # inside the guards
