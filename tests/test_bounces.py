@@ -83,6 +83,16 @@ def test_every_copy_goes_out_from_its_own_signed_return_path(send_config, smtp) 
     assert all(len(path.split("@")[0]) <= 64 for path, _ in sent.values())
 
 
+def test_the_outbox_keeps_each_copys_return_path_in_its_file(send_config, smtp) -> None:
+    bounce_settings(send_config, "maildir:bounces")
+    subscribe(send_config, 2)
+    dispatch(send_config)
+    for reader, (return_path, _) in copies(smtp).items():
+        [stored] = [m for m in smtp.messages() if reader in str(m["To"])]
+        assert stored["Return-Path"] == f"<{return_path}>"
+        assert return_path.startswith("bounces+")
+
+
 def test_without_a_bounce_address_copies_go_out_from_the_sender(send_config, smtp) -> None:
     subscribe(send_config, 3)
     dispatch(send_config)

@@ -1,6 +1,7 @@
 """The command line and its documents agree: every command has help, is shown in the
-README and described with each of its options in docs/cli.md, and every command line the
-README shows names real commands and options."""
+README and described with each of its options in docs/cli.md, every command line the
+README shows names real commands and options, and every route of `newsletter serve` is
+in docs/cli.md's table of routes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import click
 import pytest
 
 from composer.cli import cli
+from composer.config import WEBHOOK_SERVICES, load_config
+from composer.web import webhooks
+from composer.web.serve import create_app
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -96,3 +100,22 @@ def test_every_command_and_option_is_in_docs_cli(name):
             assert any(spelling in REFERENCE for spelling in spellings), (
                 f"docs/cli.md does not describe {'/'.join(spellings)} of `newsletter {name}`"
             )
+
+
+def test_serve_help_names_every_group_of_routes():
+    help_text = " ".join((COMMANDS["serve"].help or "").split())
+    for words in ("signups", "unsubscribe", "manage pages", "web versions", "webhooks"):
+        assert words in help_text, words
+
+
+def test_every_route_of_serve_is_in_docs_cli(config_path):
+    app = create_app(load_config(config_path))
+    while not hasattr(app, "routes"):  # inside the guards
+        app = app.app  # type: ignore[attr-defined]
+    table = REFERENCE.split("### The routes of `newsletter serve`")[1].split("\n\n")[1]
+    for route in app.routes:
+        path = re.sub(r"\{(\w+)\}", r"<\1>", route.path)
+        for method in sorted(route.methods - {"HEAD"}):
+            assert f"| `{method} {path}" in table, f"docs/cli.md lists no `{method} {path}`"
+    [row] = [line for line in table.splitlines() if f"`POST {webhooks.PREFIX}<service>`" in line]
+    assert all(f"`{service}`" in row for service in WEBHOOK_SERVICES), row

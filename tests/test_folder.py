@@ -4,9 +4,11 @@ and a folder's own templates overriding them file by file."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 
+import trustme
 from click.testing import CliRunner
 
 from composer.cli import cli
@@ -63,6 +65,21 @@ def test_init_writes_a_commented_config_that_points_at_the_outbox(tmp_path):
     assert config.newsletter.templates == path.parent.resolve() / "templates"
     assert config.newsletter.test_recipients and config.newsletter.address
     assert path.read_text(encoding="utf-8").count("\n#") >= 5
+
+
+def test_init_config_explains_bounces_and_webhooks_and_its_examples_load(tmp_path):
+    assert CliRunner().invoke(cli, ["init", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "config.toml"
+    text = path.read_text(encoding="utf-8")
+    for section in ("[subscribe]", "[bounces]", "[webhooks]", "brake_"):
+        assert section in text
+    # Every example left commented out is a setting that works once uncommented.
+    path.write_text(re.sub(r"(?m)^# ([a-z_]+ = )", r"\1", text), encoding="utf-8")
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "relay-ca.pem"))
+    config = load_config(path)
+    assert config.bounces.address == "bounces@news.example.com"
+    assert config.bounces.mailbox is not None and config.send.brake_min_delivered == 1000
+    assert config.webhooks.ses_topic_arn.startswith("arn:aws:sns:")
 
 
 def test_init_gitignore_keeps_the_secret_the_databases_and_the_output_out(tmp_path):

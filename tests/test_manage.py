@@ -5,6 +5,7 @@ download, unsubscribe and erasure, and the suppression an erasure leaves."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -20,7 +21,9 @@ from composer.signing import load_secret
 from composer.store import NewSubscriber, SubscriberStore
 from composer.store.csvio import import_csv
 from composer.store.deliveries import Outcome, Recipient
+from composer.store.feedback import Feedback
 from composer.store.membership import add_subscriber, record_unsubscribe
+from composer.store.signups import Confirmation, Signup
 from composer.unsubscribe import UnsubscribeLinks
 from composer.web.csrf import MAX_AGE_SECONDS, FormTokens
 from tests.conftest import both_backends, raw_sql, write_csv
@@ -207,6 +210,37 @@ def test_delete_erases_the_reader_and_leaves_only_a_suppression(
             assert raw_sql(ann, query, (f"%{ANN}%",)) == [(0,)], table
         assert raw_sql(ann, "SELECT count(*) FROM status_changes") == [(1,)]
     assert server.get(manage_path(config)).status_code == 404
+
+
+def test_delete_also_erases_the_readers_signup_mail_and_the_reports_about_them(
+    server: httpx.Client, config: Config, store: SubscriberStore
+) -> None:
+    # A reader who signed up on the form has rows in the mail queue, and one whose copy
+    # bounced has a report naming them: neither may keep the address, nor stop the erasure.
+    store.sign_up([Signup(email=ANN, key=ANN, name="Annabel")], double_opt_in=True)
+    store.confirm(Confirmation(key=ANN, email=ANN))
+    subscriber = store.get(ANN)
+    assert subscriber is not None
+    recipient = Recipient(email=ANN, tier="free", key=ANN, subscriber_id=subscriber.id)
+    with store.deliveries("id:one") as journal:
+        journal.record([Outcome(recipient=recipient, state="sent", attempts=1, code=250)])
+    store.record_feedback(
+        Feedback(
+            kind="soft",
+            source="mailbox",
+            event_id="e1",
+            reason=f"4.2.2 <{ANN}> mailbox of Annabel full",
+            occurred_at=dt.datetime.now(dt.UTC),
+            recipient=ANN,
+        )
+    )
+    csrf = csrf_of(server.get(manage_path(config)))
+    response = post(server, config, "delete", csrf=csrf, confirm="yes")
+    assert response.status_code == 200 and "deleted" in response.text
+    database = config.subscribers.database
+    files = [database, database.with_name(database.name + "-wal")]
+    raw = b"".join(path.read_bytes() for path in files if path.exists())
+    assert b"ann@example.com" not in raw.lower() and b"Annabel" not in raw
 
 
 @both_backends

@@ -15,7 +15,7 @@ from composer.config import load_config
 from composer.confirm_links import ConfirmLinks
 from composer.store import NewSubscriber, open_store
 from composer.web.throttle import RateLimit, client_address
-from tests.conftest import SECRET, both_backends, with_settings
+from tests.conftest import SECRET, both_backends, newsletter, with_settings
 from tests.joining import (
     aged_token,
     body,
@@ -168,6 +168,26 @@ def test_without_double_opt_in_a_signup_is_welcomed_but_a_departed_reader_must_c
     assert subscriber(send_config, "gone@example.org").status == "unsubscribed"
 
 
+def test_every_link_in_the_welcome_opens_a_page_and_manage_opens_the_readers_own(send_config, smtp):
+    # The welcome is no issue: it has no web version to view or share, and its manage
+    # link must carry the reader's token like an issue's does.
+    with_settings(send_config, "subscribe", double_opt_in="false")
+    with running_service(send_config) as service:
+        signup(service, "new@example.org")
+        (welcome,) = wait_for_mail(smtp, 1)
+        html = str(welcome.get_body(("html",)).get_content())
+        links = {*re.findall(r'href="([^"]+)"', html), *re.findall(r"https?://\S+", body(welcome))}
+        own = sorted({link.replace("&amp;", "&") for link in links if link.startswith(service.url)})
+        assert own, links
+        assert not any("/issues/" in link for link in own), own
+        assert "Share this issue" not in body(welcome)
+        for link in own:
+            page = service.client.get(link.removeprefix(service.url))
+            assert page.status_code == 200, link
+        [manage] = {link for link in own if "/manage" in link}
+        assert "new@example.org" in service.client.get(manage.removeprefix(service.url)).text
+
+
 def test_an_expired_or_altered_confirmation_link_changes_nothing(send_config, smtp):
     with running_service(send_config) as service:
         links = ConfirmLinks(service.url, SECRET.encode())
@@ -250,3 +270,14 @@ def test_a_trusted_proxy_that_is_not_an_address_is_one_line_naming_it(config_pat
     assert "[subscribe] trusted_proxies has 'proxy.local', not an address or network" in (
         result.output
     )
+
+
+@pytest.mark.parametrize("welcome", ["issues", "undated.md"])
+def test_serve_will_not_start_with_a_welcome_that_does_not_compose(config_path, welcome):
+    (config_path.parent / "issues").mkdir(exist_ok=True)
+    (config_path.parent / "undated.md").write_text('+++\ntitle = "Hello"\n+++\n\nHi.\n')
+    with_settings(config_path, "subscribe", welcome=f'"{welcome}"')
+    result = newsletter("serve", "--port", "0", config_path=config_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert f"{welcome}" in result.stderr and "[subscribe] welcome" in result.stderr

@@ -92,6 +92,18 @@ def test_an_erased_address_comes_back_only_by_its_own_confirmation(store, double
 
 
 @both_backends
+def test_a_reader_who_erased_their_data_can_sign_up_again_the_same_day(store):
+    # The confirmation sent at their first signup went with the rest of their data, so
+    # the one-a-day limit does not leave them waiting for a link that never comes.
+    signup(store, "ann@example.org")
+    store.confirm(Confirmation(key="ann@example.org", email="ann@example.org"))
+    assert store.erase("ann@example.org")
+    assert queued(store) == []
+    assert signup(store, "ann@example.org") == ["confirm_again"]
+    assert queued(store) == [("confirm", "ann@example.org")]
+
+
+@both_backends
 def test_without_double_opt_in_a_new_address_is_active_at_once_and_welcomed(store):
     assert signup(store, "ann@example.org", double_opt_in=False) == ["subscribed"]
     assert store.get("ann@example.org").status == "active"

@@ -56,7 +56,8 @@ def preview(
 @config_option
 def serve(host: str, port: int, issues_dir: Path | None, config_path: Path) -> None:
     """Run the web service at base_url: signups with their confirmation and welcome
-    emails, unsubscribe links, web versions, archive, feed."""
+    emails, unsubscribe links, readers' own manage pages, web versions, archive, feed,
+    and the bounce and complaint webhooks of [webhooks] services."""
     from composer.config import load_config
     from composer.web.serve import run_service
 

@@ -33,7 +33,9 @@ CONFIG_TEXT = """\
 name = "My Newsletter"                      # in the header, the footer and the From name
 from = "My Newsletter <news@example.com>"   # the sender of every copy
 # reply_to = "editor@example.com"           # where replies go, if not to `from`
-# Where `newsletter serve` answers: each issue's web version and the unsubscribe links.
+# Where `newsletter serve` answers: web versions, signups, unsubscribe and manage links.
+# Its forms accept posts from this origin only: to try serve in a browser on this
+# machine, set it to "http://127.0.0.1:8000" for a while.
 base_url = "https://news.example.com"
 # unsubscribe_mailto = "unsubscribe@example.com"  # a second List-Unsubscribe target
 address = "1 Example Street, Springfield"   # the postal address in every footer
@@ -62,6 +64,11 @@ timeout = 30                                # seconds, for every SMTP step
 concurrency = 8                             # SMTP connections at once
 rate_per_second = 0                         # 0 = no limit
 max_attempts = 5                            # per reader, for temporary failures
+# The reputation brake: a run pauses once the complaints or hard bounces recorded
+# since it started pass these shares of the copies it delivered.
+brake_complaints_percent = 0.3              # the rate Gmail and Yahoo ask senders to stay under
+brake_bounces_percent = 5
+brake_min_delivered = 1000                  # copies delivered before the brake judges a run
 
 [subscribers]
 database = "subscribers.db"                 # SQLite, created on first use
@@ -73,6 +80,22 @@ double_opt_in = true                        # a signup counts once its emailed l
 welcome = "welcome.md"                      # the welcome message, written like an issue
 per_ip_per_hour = 10                        # signups one client address may post an hour
 # trusted_proxies = ["127.0.0.1"]           # your HTTPS proxy, whose X-Forwarded-For counts
+
+[bounces]
+# Mail that comes back, read by `newsletter bounces fetch`. With an address, each copy
+# goes out from its own return path, bounces+<token>@…: deliver those to the mailbox
+# that source names.
+# address = "bounces@news.example.com"
+# source = "maildir:bounces"                # or "imaps://user@mail.example.com/INBOX"
+password_env = "NEWSLETTER_BOUNCES_PASSWORD"  # the IMAP password's variable, never this file
+soft_limit = 3                              # soft bounces (different issues) that bounce a reader
+
+[webhooks]
+# Bounces and complaints your email service reports to `newsletter serve` at
+# base_url/webhooks/<service>; each secret is read from the environment variable
+# its *_env setting names (see the tool's docs/cli.md).
+services = []                               # any of "ses", "postmark", "mailgun", "sendgrid"
+# ses_topic_arn = "arn:aws:sns:us-east-1:123456789012:ses-feedback"  # needed with "ses"
 """
 
 GITIGNORE_TEXT = """\

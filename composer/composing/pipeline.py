@@ -92,14 +92,23 @@ class ComposedIssue:
         return dataclasses.replace(self, html=urls.fill(self.html), text=urls.fill(self.text))
 
 
-def compose(issue: Issue, config: Config, tier: Tier, web: WebView | None = None) -> ComposedIssue:
+def compose(
+    issue: Issue,
+    config: Config,
+    tier: Tier,
+    web: WebView | None = None,
+    *,
+    web_version: bool = True,
+) -> ComposedIssue:
     """Compose a loaded ``issue`` for readers of ``tier``: their email, or with ``web``
-    the web version (whose plain text is the email's)."""
+    the web version (whose plain text is the email's). Without ``web_version`` (the
+    welcome message, which ``serve`` does not publish) the email links to no web version:
+    no "View in browser", "Keep reading" or share links."""
     validate_issue(issue, config.newsletter.templates)
     typeset_issue = typeset(issue, config)
-    mjml = render_mjml(typeset_issue, config, tier, web)
+    mjml = render_mjml(typeset_issue, config, tier, web, web_version=web_version)
     html = inline_css(mjml_to_html(mjml))
-    text = render_text(typeset_issue, config, tier)
+    text = render_text(typeset_issue, config, tier, web_version=web_version)
     return ComposedIssue(
         issue=issue,
         tier=tier,

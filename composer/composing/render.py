@@ -116,10 +116,19 @@ def share_links(issue: Issue, config: Config) -> tuple[ShareLink, ...]:
     )
 
 
-def render_mjml(issue: Issue, config: Config, tier: Tier, web: WebView | None = None) -> str:
+def render_mjml(
+    issue: Issue,
+    config: Config,
+    tier: Tier,
+    web: WebView | None = None,
+    *,
+    web_version: bool = True,
+) -> str:
     """The MJML source of ``issue``, already typeset
     (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it by
-    email, or on the web version when ``web`` says what its panel holds."""
+    email, or on the web version when ``web`` says what its panel holds. Without
+    ``web_version``, ``web_url`` is empty and there are no share links: the email
+    points to no page of its own."""
     environment = template_environment(config.newsletter.templates)
     lang = issue.lang
     context = {
@@ -133,11 +142,11 @@ def render_mjml(issue: Issue, config: Config, tier: Tier, web: WebView | None = 
         "blocks": [_block_view(block, lang) for block in issue.blocks_for(tier)],
         "tier": tier,
         "cut": issue.is_cut_for(tier),
-        "web_url": READER_WEB_URL,
+        "web_url": READER_WEB_URL if web_version else "",
         "public_url": web_url(issue, config),
         "manage_url": MANAGE_URL,
         "unsubscribe_url": UNSUBSCRIBE_URL,
-        "share_links": share_links(issue, config),
+        "share_links": share_links(issue, config) if web_version else (),
         "web": web,
     }
     try:

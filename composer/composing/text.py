@@ -21,9 +21,10 @@ from composer.model import Issue, Tier
 WIDTH = 72
 
 
-def render_text(issue: Issue, config: Config, tier: Tier) -> str:
+def render_text(issue: Issue, config: Config, tier: Tier, *, web_version: bool = True) -> str:
     """The plain-text body of ``issue``, already typeset
-    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it."""
+    (:func:`~composer.composing.typography.typeset`), as readers of ``tier`` get it;
+    without ``web_version``, with no link to a web version of it."""
     newsletter = config.newsletter
     name = newsletter.name
     url = READER_WEB_URL
@@ -33,7 +34,8 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
         parts += ["", _wrap(issue.subtitle)]
     byline = f"{issue.date.day} {issue.date:%B %Y}"
     parts += ["", f"By {issue.author} · {byline}" if issue.author else byline]
-    parts += ["", f"Read it on the web: {url}"]
+    if web_version:
+        parts += ["", f"Read it on the web: {url}"]
     if issue.lede.text:
         parts += ["", markdown_to_text(issue.lede.text, lang)]
     for block in issue.blocks_for(tier):
@@ -44,8 +46,10 @@ def render_text(issue: Issue, config: Config, tier: Tier) -> str:
         for item in block.items:
             parts += ["", markdown_to_text(f"{item.lead}: {item.body.text}", lang)]
     if issue.is_cut_for(tier):
-        parts += ["", "", "The rest of this issue is for paid subscribers.", f"Keep reading: {url}"]
-    if newsletter.share:
+        parts += ["", "", "The rest of this issue is for paid subscribers."]
+        if web_version:
+            parts.append(f"Keep reading: {url}")
+    if newsletter.share and web_version:
         parts += ["", f"Share this issue: {web_url(issue, config)}"]
     parts += ["", "", "-- ", f"© {issue.date.year} {name}"]
     if newsletter.address:

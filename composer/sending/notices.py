@@ -7,7 +7,8 @@
   address it goes to, so a stranger's signup cannot put words in the reader's inbox;
 - the **welcome**: the editor's ``welcome.md`` (the shipped one when there is none),
   composed like an issue for the reader's tier and dated the day it is sent, with
-  their own unsubscribe link and List-Unsubscribe headers.
+  their own unsubscribe and manage links and List-Unsubscribe headers. ``serve`` does
+  not publish it, so it links to no web version and has no share links.
 
 A row's Message-ID is the same on every attempt, so a receiver that folds duplicates
 by Message-ID folds the rare copy a crash sends twice.
@@ -28,7 +29,9 @@ from composer.composing.message import WIRE_POLICY
 from composer.composing.pipeline import compose
 from composer.config import Config
 from composer.confirm_links import ConfirmLinks
-from composer.model import Tier
+from composer.errors import NewsletterError
+from composer.model import TIERS, Tier
+from composer.reader_links import ReaderLinks
 from composer.sending.personalise import (
     CRLF,
     MessageTemplate,
@@ -65,11 +68,16 @@ class Notices:
     welcome is composed once per tier and day, and again when its file changes."""
 
     def __init__(
-        self, config: Config, confirm_links: ConfirmLinks, unsubscribe_links: UnsubscribeLinks
+        self,
+        config: Config,
+        confirm_links: ConfirmLinks,
+        unsubscribe_links: UnsubscribeLinks,
+        reader_links: ReaderLinks,
     ) -> None:
         self.config = config
         self.confirm_links = confirm_links
         self.unsubscribe_links = unsubscribe_links
+        self.reader_links = reader_links
         self._welcomes: dict[Tier, tuple[tuple[Path, int, dt.date], MessageTemplate]] = {}
         # What every confirmation shares, serialised once; each adds To, Date, Message-ID.
         headers = EmailMessage(policy=WIRE_POLICY)
@@ -84,7 +92,12 @@ class Notices:
 
     @classmethod
     def from_config(cls, config: Config) -> Notices:
-        return cls(config, ConfirmLinks.from_config(config), UnsubscribeLinks.from_config(config))
+        return cls(
+            config,
+            ConfirmLinks.from_config(config),
+            UnsubscribeLinks.from_config(config),
+            ReaderLinks.from_config(config),
+        )
 
     def render(self, mail: QueuedMail) -> PersonalCopy:
         """The message ``mail`` stands for; :class:`UnsendableAddress` for an address that
@@ -118,6 +131,19 @@ class Notices:
         data = personal + self._confirmation_headers + CRLF + quoted_printable(text) + CRLF
         return PersonalCopy(message_id=message_id, envelope_address=address, data=data)
 
+    def check_welcome(self) -> None:
+        """Compose the welcome for every tier now: :class:`NewsletterError` naming the file
+        and ``[subscribe] welcome`` when it does not compose, rather than each reader's
+        welcome failing after they confirm."""
+        for tier in TIERS:
+            try:
+                self.welcome(tier)
+            except NewsletterError as exc:
+                raise NewsletterError(
+                    f"the welcome message ([subscribe] welcome) does not compose:"
+                    f" {exc.format_message()}"
+                ) from exc
+
     def welcome(self, tier: Tier) -> MessageTemplate:
         """The welcome for readers of ``tier``, serialised once for today."""
         path = self.config.subscribe.welcome
@@ -129,7 +155,9 @@ class Notices:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         issue = dataclasses.replace(load_issue(path), date=today)
-        composed = compose(issue, self.config, tier)
-        template = MessageTemplate.build(composed, self.config, links=self.unsubscribe_links)
+        composed = compose(issue, self.config, tier, web_version=False)
+        template = MessageTemplate.build(
+            composed, self.config, links=self.unsubscribe_links, reader_links=self.reader_links
+        )
         self._welcomes[tier] = (stamp, template)
         return template

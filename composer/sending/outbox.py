@@ -1,5 +1,9 @@
 """The built-in outbox: an SMTP server that accepts every message and keeps it as a file.
 
+Like any server that delivers a message to its mailbox, it puts the envelope's sender
+(``MAIL FROM``) on top as ``Return-Path``: the address a bounce would go to, which is
+each copy's own with ``[bounces] address``.
+
 ``newsletter outbox`` runs it on the port the shipped config.toml points at, so
 send-test and send work on a machine with no mail account; the tests run it on a
 free port, with fault-injecting handlers around it. This is the only module that
@@ -61,7 +65,10 @@ class OutboxHandler:
         self.on_message = on_message
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
+        sender = envelope.mail_from or ""
+        content = (
+            b"Return-Path: <" + sender.encode() + b">\r\n" + (envelope.original_content or b"")
+        )
         path = self.folder.store(list(envelope.rcpt_tos), content)
         if self.on_message is not None:
             self.on_message(str(envelope.mail_from), list(envelope.rcpt_tos), path)

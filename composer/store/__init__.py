@@ -139,10 +139,10 @@ class SubscriberStore(Protocol):
         None when ``key`` is unknown."""
 
     def erase(self, key: str) -> bool:
-        """Delete subscriber ``key`` with their history, deliveries and the bounces and
-        complaints matched to them, and suppress the address
-        (:mod:`composer.store.personal`), in one transaction; False when ``key`` is
-        unknown (nothing is done)."""
+        """Delete subscriber ``key`` with their history, deliveries, the bounces and
+        complaints matched to them and their queued or sent confirmations and welcomes,
+        and suppress the address (:mod:`composer.store.personal`), in one transaction;
+        False when ``key`` is unknown (nothing is done)."""
 
     def is_suppressed(self, key: str) -> bool:
         """Whether address key ``key`` belongs to an erased reader."""

@@ -1,11 +1,11 @@
 """A reader's own data: what they download (:class:`PersonalData`), and what erasing it
 leaves behind (:func:`suppression_digest`).
 
-Erasure removes the subscriber row, its status history, its deliveries and the bounces
-and complaints matched to it (which hold the address and the remote server's words),
-and keeps only a suppression: a one-way digest of the address key, so that no import
-and no ``subscribers add`` brings the address back (they report it suppressed), while
-the address itself is gone. Only the person, signing up again and confirming it, lifts
+Erasure removes the subscriber row, its status history, its deliveries, the bounces and
+complaints matched to it and its confirmations and welcomes, and keeps
+only a suppression: a one-way digest of the address key, so that no import and no
+``subscribers add`` brings the address back (they report it suppressed), while the
+address itself is gone. Only the person, signing up again and confirming it, lifts
 the suppression (:meth:`~composer.store.SubscriberStore.confirm`).
 
 The digest is a plain SHA-256 of the key under a fixed prefix, not an HMAC under the

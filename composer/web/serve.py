@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from composer.config import Config
+from composer.sending.notices import Notices
 from composer.web import joining, leaving, manage, reading, webhooks
 from composer.web.esp.sns import SnsFetcher
 from composer.web.guards import BodyLimit, SecurityHeaders
@@ -55,7 +56,9 @@ def run_service(
     echo: Callable[[str], None],
 ) -> None:
     """Run ``newsletter serve`` on ``host:port`` until Ctrl+C. The port is bound first, so
-    one in use is a :class:`NewsletterError` before anything is announced."""
+    one in use is a :class:`NewsletterError` before anything is announced, and so is a
+    welcome message that does not compose."""
+    Notices.from_config(config).check_welcome()
     app = create_app(config, issues_dir)
     sock = listen(port, host)
     echo(

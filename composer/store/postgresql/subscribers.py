@@ -275,8 +275,9 @@ class PostgresSubscriberStore(TableRows):
         return PersonalData(subscriber=subscriber, history=history, deliveries=deliveries)
 
     def erase(self, key: str) -> bool:
-        """Delete subscriber ``key``, their history, deliveries and the bounces and
-        complaints matched to them, and suppress the address. PostgreSQL marks the
+        """Delete subscriber ``key``, their history, deliveries, the bounces and complaints
+        matched to them and their confirmations and welcomes, and suppress the address.
+        PostgreSQL marks the
         deleted rows dead and leaves their bytes in the table files until vacuum reuses
         the space, and in the write-ahead log and backups until those are rotated: the
         README says what an operator does about it."""
@@ -296,6 +297,9 @@ class PostgresSubscriberStore(TableRows):
                 ("subscribers", "id"),
             ):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = %s", (row[0],))
+            # The queue holds the address and name too; with it goes the one-a-day
+            # confirmation limit, so the person may sign up again at once.
+            self._db.execute("DELETE FROM mail_queue WHERE key = %s", (key,))
             self._db.execute(
                 "INSERT INTO suppressions (digest, created_at) VALUES (%s, %s)"
                 " ON CONFLICT (digest) DO NOTHING",

@@ -280,8 +280,8 @@ class SqliteSubscriberStore(TableRows):
         )
 
     def erase(self, key: str) -> bool:
-        """Delete subscriber ``key``, their history, deliveries and the bounces and complaints
-        matched to them, and suppress the address.
+        """Delete subscriber ``key``, their history, deliveries, the bounces and complaints
+        matched to them and their confirmations and welcomes, and suppress the address.
         The freed space is overwritten (``secure_delete``) and the write-ahead log folded
         back and emptied, so no copy of the erased rows stays in the files."""
         # SQLite otherwise leaves deleted rows' bytes in free pages until they are reused.
@@ -297,6 +297,9 @@ class SqliteSubscriberStore(TableRows):
                 ("subscribers", "id"),
             ):
                 self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (row[0],))
+            # The queue holds the address and name too; with it goes the one-a-day
+            # confirmation limit, so the person may sign up again at once.
+            self._db.execute("DELETE FROM mail_queue WHERE key = ?", (key,))
             self._db.execute(
                 "INSERT OR IGNORE INTO suppressions (digest, created_at) VALUES (?, ?)",
                 (suppression_digest(key), now_text()),
