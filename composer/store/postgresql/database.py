@@ -115,6 +115,36 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
         heartbeat_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 2 (workers): the workers of a dispatch that several processes send together
+    # (composer.store.postgresql.workers): each one's host, pid, state, lease and
+    # heartbeat (seconds by the server's clock) and counts; and the batches of
+    # recipients each claimed, a range of subscriber ids, done once all are settled.
+    """
+    CREATE TABLE dispatch_workers (
+        issue TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('sending', 'done', 'stopped', 'gone')),
+        lease_seconds DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        claimed BIGINT NOT NULL DEFAULT 0,
+        sent BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0,
+        unknown BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (issue, worker)
+    );
+    CREATE TABLE dispatch_batches (
+        issue TEXT NOT NULL,
+        first_id BIGINT NOT NULL,
+        last_id BIGINT NOT NULL,
+        worker TEXT NOT NULL,
+        done BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (issue, first_id)
+    );
+    CREATE INDEX dispatch_batches_unfinished ON dispatch_batches (issue, worker) WHERE NOT done;
+    """,
 )
 
 
