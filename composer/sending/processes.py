@@ -138,16 +138,17 @@ def send_with_workers(
         if on_progress is not None:
             on_progress(counts)
         status = journal.status()
-    reports = [worker.report() for worker in crew]
-    died = [worker for worker, report in zip(crew, reports, strict=True) if report is None]
+        reports = [worker.report() for worker in crew]
+        died = [worker for worker, report in zip(crew, reports, strict=True) if report is None]
+        ended = tuple(worker.failure() for worker in died)
     if len(died) == len(crew):
-        raise NewsletterError(crew[0].failure())
+        raise NewsletterError(ended[0])
     finished = [report for report in reports if report is not None]
     stopped = next((r for r in finished if r["stopped"]), None)
     left = status.counts["sending"] + status.counts["deferred"] + status.not_attempted
     reason = stopped["reason"] if stopped else ""
     if died and left and not stopped:
-        reason = f"{died[0].failure()}; run the same command to send what it left"
+        reason = f"{ended[0]}; run the same command to send what it left"
     return SendResult(
         plan,
         DispatchReport(
@@ -161,7 +162,7 @@ def send_with_workers(
             elapsed=time.monotonic() - started,
         ),
         status,
-        ended=tuple(worker.failure() for worker in died),
+        ended=ended,
     )
 
 
