@@ -159,8 +159,8 @@ class DispatchWorker:
 class DispatchStatus:
     """Where a dispatch stands: counts per state, how many active subscribers of its
     segment have no delivery yet, and every copy not delivered (deferred, failed or of
-    unknown outcome) with the server's reply. What ``send`` and ``status`` both show;
-    ``issue`` is the journal's name."""
+    unknown outcome) with the server's reply; on a shared store, the ``workers`` of its
+    latest run. What ``send`` and ``status`` both show; ``issue`` is the journal's name."""
 
     issue: str
     segment: Segment | None
