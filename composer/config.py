@@ -75,6 +75,9 @@ class SendSettings:
     brake_complaints_percent: float = 0.3
     brake_bounces_percent: float = 5.0
     brake_min_delivered: int = 1000
+    # On a PostgreSQL list, how long a worker's claimed recipients stay its own after its
+    # last heartbeat (a worker whose process ends loses them at once).
+    lease_seconds: float = 30.0
 
 
 # The schemes of a [subscribers] database that names a PostgreSQL server, not a file.
@@ -211,6 +214,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
         "brake_complaints_percent": ((int, float), 0.3),
         "brake_bounces_percent": ((int, float), 5),
         "brake_min_delivered": (int, 1000),
+        "lease_seconds": ((int, float), 30),
     },
     "subscribers": {
         "database": (str, "subscribers.db"),
@@ -392,6 +396,10 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             f"[send] {key} must be a percentage from 0 to 100",
         )
     check(send["brake_min_delivered"] >= 1, "[send] brake_min_delivered must be at least 1")
+    check(
+        math.isfinite(send["lease_seconds"]) and send["lease_seconds"] >= 1,
+        "[send] lease_seconds must be at least 1",
+    )
     webhooks = values["webhooks"]
     services = webhooks["services"]
     check(
@@ -452,6 +460,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
             brake_complaints_percent=float(send["brake_complaints_percent"]),
             brake_bounces_percent=float(send["brake_bounces_percent"]),
             brake_min_delivered=send["brake_min_delivered"],
+            lease_seconds=float(send["lease_seconds"]),
         ),
         subscribers=subscribers,
         bounces=BounceSettings(

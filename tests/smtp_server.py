@@ -134,3 +134,37 @@ class SmtpServer:
     def received(self) -> collections.Counter[str]:
         """How many messages each address received, by the To header."""
         return collections.Counter(str(m["To"].addresses[0].addr_spec) for m in self.messages())
+
+
+class CountingHandler:
+    """Takes every message and only counts it, per recipient: for dispatches of many
+    thousands, where storing each would measure the disk."""
+
+    def __init__(self) -> None:
+        self.received: collections.Counter[str] = collections.Counter()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.update(envelope.rcpt_tos)
+        return "250 OK"
+
+
+class CountingServer:
+    """A :class:`CountingHandler` on a free loopback port, in its own thread."""
+
+    def __init__(self) -> None:
+        self.handler = CountingHandler()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        start = start_smtp_server(self.handler, "127.0.0.1", 0)
+        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(timeout=10)
+        self.port: int = self.server.sockets[0].getsockname()[1]
+
+    @property
+    def received(self) -> collections.Counter[str]:
+        return self.handler.received
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)

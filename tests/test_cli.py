@@ -144,6 +144,8 @@ def test_help_is_instant_because_workers_load_lazily():
             "[send]\nrate_per_second = inf",
             "[send] rate_per_second must be 0 (no limit) or a number of messages a second",
         ),
+        ("[send]\nlease_seconds = 0.5", "[send] lease_seconds must be at least 1"),
+        ("[send]\nlease_seconds = nan", "[send] lease_seconds must be at least 1"),
     ],
 )
 def test_a_timeout_or_rate_that_is_zero_or_not_a_finite_number_is_refused(

@@ -240,10 +240,11 @@ def test_a_dispatch_records_the_message_id_each_reader_received(send_config: Pat
             assert found.subscriber.email == message["To"].addresses[0].addr_spec
 
 
-@both_backends
 def test_one_holder_at_a_time_and_a_dead_holders_lock_is_taken_over(
     store: SubscriberStore,
 ) -> None:
+    # SQLite: one process writes at a time. (On PostgreSQL a second process joins:
+    # tests/test_workers.py.)
     with store.deliveries(ISSUE) as holder, store.deliveries(ISSUE) as other:
         holder.acquire("all")
         with pytest.raises(DispatchLocked, match=f"process {os.getpid()} on"):

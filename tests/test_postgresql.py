@@ -1,12 +1,12 @@
 """What only the PostgreSQL store has to prove, against a real server: its settings, its
-errors in one line (never the password), its schema steps under an advisory lock, its
-dispatch lock across machines, the real commands on it, and `db copy` both ways."""
+errors in one line (never the password), its schema steps under an advisory lock, the
+real commands on it, and `db copy` both ways. (Its dispatch's workers across machines:
+tests/test_workers.py.)"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from composer.config import DATABASE_PASSWORD_ENV, load_config
-from composer.errors import DispatchLocked
 from composer.store import NewSubscriber, SubscriberStore, open_store
 from composer.store.deliveries import IssueIdentity, Outcome, Recipient
 from composer.store.feedback import Feedback
@@ -263,48 +262,6 @@ def test_a_list_from_before_signups_is_upgraded_in_place_and_takes_pending_reade
             (2, "bob@example.org", "pending"),
         ]
         assert [m.kind for m in store.due_mail(dt.datetime.now(dt.UTC), 10)] == ["confirm"]
-
-
-HOLD_THE_DISPATCH = """
-import sys
-from pathlib import Path
-from composer.config import load_config
-from composer.store import open_store
-with open_store(load_config(Path(sys.argv[1])).subscribers) as store:
-    journal = store.deliveries("issue-7")
-    journal.acquire("all")
-    print("holding", flush=True)
-    sys.stdin.read()
-"""
-
-
-@on_postgresql
-def test_a_killed_holder_on_another_machine_is_taken_over_at_once_not_after_the_heartbeat(
-    store: SubscriberStore, config_path: Path
-) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_DISPATCH, str(config_path)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline() == "holding\n"
-    # As if it ran on another machine: its pid cannot be checked from here.
-    raw_sql(store, "UPDATE dispatch_locks SET host = 'elsewhere' WHERE issue = 'issue-7'")
-    with store.deliveries("issue-7") as journal:
-        with pytest.raises(DispatchLocked, match=f"process {holder.pid} on elsewhere"):
-            journal.acquire("all")
-        assert journal.status().running
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while journal.status().running:
-            assert time.monotonic() < deadline, "the server never saw the holder's session end"
-            time.sleep(0.05)
-        journal.acquire("all")
-        journal.release("complete")
 
 
 @on_postgresql

@@ -1060,8 +1060,10 @@ def test_a_journal_out_of_room_stops_at_once_and_names_every_copy_a_rerun_sends_
     config = load_config(send_config)
     acquire = SqliteDispatchJournal.acquire
 
-    def acquire_with_no_room_to_grow(journal: SqliteDispatchJournal, segment: str) -> None:
-        acquire(journal, segment)
+    def acquire_with_no_room_to_grow(
+        journal: SqliteDispatchJournal, segment: str, **options: float
+    ) -> None:
+        acquire(journal, segment, **options)
         # Past this many pages SQLite answers SQLITE_FULL, "database or disk is full",
         # exactly as it does when the disk itself has no room left.
         pages = journal._db.execute("PRAGMA page_count").fetchone()[0]

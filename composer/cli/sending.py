@@ -97,6 +97,15 @@ def send_test_command(
     is_flag=True,
     help="Send even if `newsletter check` finds errors in the issue (a TK left in…).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine sending the dispatch together (a PostgreSQL list;"
+    " with SQLite one process sends).",
+)
+@click.option("--as-worker", is_flag=True, hidden=True)
 @config_option
 def send(
     issue_path: Path,
@@ -109,17 +118,53 @@ def send(
     again: bool,
     include_unknown: bool,
     skip_check: bool,
+    workers: int,
+    as_worker: bool,
     config_path: Path,
 ) -> None:
-    """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume."""
+    """Dispatch ISSUE to every active subscriber, once; rerun the same command to resume.
+    On a PostgreSQL list, the same command run while the issue is being sent (here or
+    on another machine) joins the dispatch."""
     from composer.config import load_config
-    from composer.sending.console import confirm_plan, print_send_result, progress_display
+    from composer.sending.console import (
+        confirm_plan,
+        console,
+        print_send_result,
+        progress_display,
+    )
+    from composer.sending.processes import (
+        WorkerOptions,
+        report_line,
+        send_with_workers,
+        several_can_send,
+    )
     from composer.sending.send import dispatch_settings, plan_send, send_issue
 
     if include_unknown and not retry_failed:
         raise click.UsageError("--include-unknown goes with --retry-failed")
     config = load_config(config_path)
     chosen = as_segment(segment)
+    settings = dispatch_settings(config, concurrency, rate)
+    if as_worker:
+        # One of the processes of `send --workers N`: no questions, no bar, one line.
+        result = send_issue(
+            issue_path,
+            config,
+            chosen,
+            settings=settings,
+            retry_failed=retry_failed,
+            again=again,
+            include_unknown=include_unknown,
+            skip_check=skip_check,
+        )
+        click.echo(report_line(result.report))
+        return
+    if workers > 1 and not several_can_send(config):
+        console.print(
+            f"--workers {workers}: a SQLite list is sent by one process, so this one sends"
+            " it all (several need a PostgreSQL list)."
+        )
+        workers = 1
     plan = plan_send(
         issue_path,
         config,
@@ -132,18 +177,32 @@ def send(
     if not confirm_plan(plan, dry_run=dry_run, assume_yes=yes):
         return
     with progress_display() as display:
-        result = send_issue(
-            issue_path,
-            config,
-            chosen,
-            settings=dispatch_settings(config, concurrency, rate),
-            retry_failed=retry_failed,
-            again=again,
-            include_unknown=include_unknown,
-            skip_check=skip_check,
-            on_start=display.start,
-            on_progress=display.update,
-        )
+        if workers > 1:
+            display.start(plan)
+            options = WorkerOptions(
+                segment=chosen,
+                concurrency=concurrency,
+                rate=rate,
+                retry_failed=retry_failed,
+                include_unknown=include_unknown,
+                again=again,
+            )
+            result = send_with_workers(
+                issue_path, config, plan, options, workers, on_progress=display.update
+            )
+        else:
+            result = send_issue(
+                issue_path,
+                config,
+                chosen,
+                settings=settings,
+                retry_failed=retry_failed,
+                again=again,
+                include_unknown=include_unknown,
+                skip_check=skip_check,
+                on_start=display.start,
+                on_progress=display.update,
+            )
     if not print_send_result(result, issue_path):
         raise SystemExit(1)
 

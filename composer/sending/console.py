@@ -22,7 +22,7 @@ from rich.table import Table
 from composer.sending.dispatch import DispatchReport
 from composer.sending.dispatch import Progress as Counts
 from composer.sending.send import SendPlan, SendResult
-from composer.store.deliveries import DispatchStatus
+from composer.store.deliveries import DispatchStatus, DispatchWorker
 from composer.store.feedback import FeedbackCounts
 
 console = Console(highlight=False)
@@ -101,6 +101,10 @@ def print_send_result(result: SendResult, issue_path: Path) -> bool:
     report = result.report
     console.print(f"This run: {_this_run(report)} in {report.elapsed:.1f}s")
     console.print(_counts_table(result.status))
+    if len(result.status.workers) > 1:
+        _print_workers(result.status.workers)
+    for line in result.ended:
+        errors.print(f"{line}; the others took over what it claimed.", soft_wrap=True)
     _print_failures(report)
     again = f"newsletter send {issue_path}"
     if report.unknown:
@@ -166,6 +170,8 @@ def print_status(
     state = "running now" if status.running else (status.last_result or "not running")
     console.print(f"{status.issue} to {status.segment}: {state}")
     console.print(_counts_table(status))
+    if status.workers:
+        _print_workers(status.workers)
     if feedback is not None and (feedback.total or counts["bounced"] or counts["complained"]):
         console.print(
             f"Came back: {counts['bounced']:,} copies bounced, {counts['complained']:,}"
@@ -210,6 +216,36 @@ def _counts_table(status: DispatchStatus) -> Table:
         table.add_column(column, justify="right")
     table.add_row(*(f"{count:,}" for count in columns.values()))
     return table
+
+
+def _print_workers(workers: tuple[DispatchWorker, ...]) -> None:
+    """A line per worker of the dispatch's latest run, with what one that is gone or
+    stopped left to the others."""
+    console.print("Workers:")
+    for worker in workers:
+        line = (
+            f"  process {worker.pid} on {worker.host}: {_WORKER_STATES[worker.state]};"
+            f" claimed {worker.claimed:,}, sent {worker.sent:,}"
+        )
+        if worker.failed or worker.unknown:
+            line += f", failed {worker.failed:,}, unknown {worker.unknown:,}"
+        line += f"; last heartbeat {worker.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+        left = worker.claimed - worker.settled
+        if worker.state in ("gone", "stopped") and left > 0:
+            line += f"; left {left:,} of its claims unsettled (in flight or not yet sent), " + (
+                "for the next worker to take over"
+                if worker.unfinished
+                else "taken over by the others"
+            )
+        console.print(line, soft_wrap=True)
+
+
+_WORKER_STATES = {
+    "sending": "sending",
+    "done": "done",
+    "stopped": "stopped",
+    "gone": "gone (its process ended, or it stopped renewing its lease)",
+}
 
 
 def _print_failures(report: DispatchReport) -> None:

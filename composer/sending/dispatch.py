@@ -11,7 +11,10 @@ SMTP connections, with the outcome of each recorded before the next begins.
 
 A brake (:class:`Brake`, the reputation brake of :mod:`composer.sending.brake`) is asked
 every ``brake_seconds`` whether the run should pause, and pauses it as too many failures
-in a row do.
+in a row do. A run that is one of several workers of a dispatch is given its lease
+(:class:`~composer.store.deliveries.Lease`): the pace is the rate shared among the
+workers sending, and a worker whose claims may have been taken over starts no more
+messages and pauses.
 
 Partial failure is data: :func:`dispatch` returns a :class:`DispatchReport`; only a
 refused login (:class:`SmtpAuthError`), an unreachable server before the first
@@ -38,11 +41,12 @@ from composer.errors import (
     SmtpConnectError,
     SmtpConnectionLost,
     SmtpReplyError,
+    StoreError,
     UnsendableAddress,
 )
 from composer.sending.personalise import PersonalCopy
 from composer.sending.transport import Connection, Transport
-from composer.store.deliveries import Outcome, Recipient, State
+from composer.store.deliveries import Lease, Outcome, Recipient, State
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class DispatchSettings:
     retry_cap: float = 60.0
     pause_after: int = 50  # consecutive final failures that pause the dispatch
     brake_seconds: float = 5.0  # how often the brake, if any, is asked
+    lease_poll_seconds: float = 0.5  # how often the lease, if any, is read for the pace
 
 
 @dataclass
@@ -143,9 +148,17 @@ class _Pace:
     pace when the server pushes back, growing it back by a little with each success."""
 
     def __init__(self, limit: float) -> None:
+        self.whole = limit
         self.limit = limit
         self.current = limit
         self._next = 0.0
+
+    def share(self, workers: int) -> None:
+        """Take this process's share of the limit among ``workers`` sending together."""
+        if self.whole <= 0:
+            return
+        self.limit = self.whole / max(1, workers)
+        self.current = min(self.current, self.limit) if self.current > 0 else self.limit
 
     async def wait(self) -> None:
         if self.current <= 0:
@@ -182,9 +195,11 @@ class _Dispatch:
         stop: asyncio.Event,
         on_progress: Callable[[Progress], None] | None,
         brake: Brake | None = None,
+        lease: Callable[[], Lease] | None = None,
     ) -> None:
         self.recipients = recipients
         self.brake = brake
+        self.lease = lease
         self.render = render
         self.transport = transport
         self.journal = journal
@@ -322,6 +337,7 @@ class _Dispatch:
         ]
         watch = asyncio.create_task(self.watch_stop())
         braking = asyncio.create_task(self.watch_brake()) if self.brake else None
+        leasing = asyncio.create_task(self.watch_lease()) if self.lease else None
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -330,8 +346,9 @@ class _Dispatch:
             raise
         finally:
             watch.cancel()
-            if braking is not None:
-                braking.cancel()
+            for task in (braking, leasing):
+                if task is not None:
+                    task.cancel()
             producer.cancel()
             for handle in self.retries.values():
                 handle.cancel()
@@ -382,6 +399,19 @@ class _Dispatch:
             if reason is not None:
                 self.halt("paused", reason)
 
+    async def watch_lease(self) -> None:
+        assert self.lease is not None
+        while self.stopped is None:
+            self.pace.share(self.lease().workers)
+            await asyncio.sleep(self.settings.lease_poll_seconds)
+
+    def lease_lost(self) -> bool:
+        """Whether this worker's claims may be another's now: if so, it pauses."""
+        lost = self.lease().lost if self.lease is not None else ""
+        if lost:
+            self.halt("paused", lost)
+        return bool(lost)
+
     def halt(self, why: StopReason, reason: str) -> None:
         """Take no new recipient; the messages in flight finish and are recorded."""
         if self.stopped is None:
@@ -395,12 +425,18 @@ class _Dispatch:
             self.queue.put_nowait(None)
 
     async def produce(self) -> None:
-        for recipient in self.recipients:
-            await self.room.acquire()
-            if self.stopped is not None:
-                return
-            self.outstanding += 1
-            self.queue.put_nowait((recipient, 1))
+        try:
+            for recipient in self.recipients:
+                await self.room.acquire()
+                if self.stopped is not None:
+                    return
+                self.outstanding += 1
+                self.queue.put_nowait((recipient, 1))
+        except StoreError as exc:
+            # Who is still to send cannot be read (or claimed): what is under way
+            # finishes and is recorded; a rerun reads the rest.
+            self.halt("paused", exc.message)
+            return
         self.producer_done = True
         if self.outstanding == 0:
             self._wake_workers()
@@ -435,6 +471,10 @@ class _Dispatch:
             self.fail(recipient, attempt, str(exc))
             return
         await self.pace.wait()
+        if self.lease_lost():
+            # Never started: left, as it is recorded, to the worker that took it over.
+            self.finish()
+            return
         try:
             await self.committed(
                 Outcome(
@@ -674,10 +714,12 @@ async def dispatch(
     stop: asyncio.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     brake: Brake | None = None,
+    lease: Callable[[], Lease] | None = None,
 ) -> DispatchReport:
     """Send ``render(recipient)`` to each of ``recipients`` through ``transport``,
     recording every step in ``journal``; stop cleanly when ``stop`` is set, or pause
-    when ``brake`` says so."""
+    when ``brake`` says so, or when ``lease`` says this worker's claims may have been
+    taken over; pace at the rate shared among the workers ``lease`` counts."""
     run = _Dispatch(
         recipients,
         render,
@@ -687,5 +729,6 @@ async def dispatch(
         stop or asyncio.Event(),
         on_progress,
         brake,
+        lease,
     )
     return await run.run()

@@ -5,9 +5,11 @@ compose each tier once → check those variants, refusing an issue with errors u
   → find the dispatch the issue continues (by its id or content, whatever the file is
     called), refusing content already sent in another one unless ``again``
   → give each copy its own return path (VERP) when [bounces] address is set
-  → take its lock in its delivery record → stream the subscribers still to send to
-  → dispatch, the reputation brake watching what comes back → release the lock with
-    the result → read where the dispatch stands,
+  → take part in it (alone with its lock, or as one of its workers on a shared store)
+  → claim the subscribers still to send to, a batch at a time
+  → dispatch, the reputation brake watching what comes back → leave it with the
+    result; on a shared store, wait while other workers send, taking over what one
+    that is gone left → read where the dispatch stands,
     for the summary (the same report ``status`` shows)
 """
 
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from composer.errors import (
     IssueNotReady,
     JournalError,
     NewsletterError,
+    StoreError,
 )
 from composer.model import Issue, Tier
 from composer.reader_links import ReaderLinks
@@ -45,13 +49,16 @@ from composer.sending.dispatch import (
     dispatch,
 )
 from composer.sending.personalise import MessageTemplate, PersonalCopy
+from composer.sending.stop import StopRequest
 from composer.sending.transport import SmtpTransport, Transport, describe_server
 from composer.store import Segment, SubscriberStore, open_store, segment_tiers
 from composer.store.deliveries import (
     DispatchJournal,
     DispatchRecord,
     DispatchStatus,
+    DispatchWorker,
     IssueIdentity,
+    Lease,
     Recipient,
     repeated_dispatches,
     resumed_dispatch,
@@ -59,6 +66,12 @@ from composer.store.deliveries import (
 from composer.store.feedback import FeedbackCounts
 from composer.store.membership import AddressChecker
 from composer.unsubscribe import UnsubscribeLinks
+
+# How often a worker that has settled its claims looks whether the others still send,
+# or one of them is gone and left recipients to take over.
+OTHERS_POLL_SECONDS = 1.0
+# How often the progress of a shared dispatch is read from the store.
+PROGRESS_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,11 +92,13 @@ class SendPlan:
 @dataclass(frozen=True)
 class SendResult:
     """What this run did (``report``) and where the whole dispatch stands after it
-    (``status``, read from the delivery record like ``newsletter status``)."""
+    (``status``, read from the delivery record like ``newsletter status``); ``ended``
+    says, a line each, which of this run's worker processes died before the end."""
 
     plan: SendPlan
     report: DispatchReport
     status: DispatchStatus
+    ended: tuple[str, ...] = ()
 
 
 def dispatch_settings(
@@ -139,7 +154,7 @@ def plan_composed(
     :class:`AlreadyDispatched` unless ``again``."""
     with (
         open_store(config.subscribers) as store,
-        _journal(store, composed.issue, again=again) as journal,
+        open_journal(store, composed.issue, again=again) as journal,
     ):
         return _plan(
             composed,
@@ -186,7 +201,12 @@ def send_issue(
     delivery record that cannot be written (:class:`JournalError`), and so does the
     reputation brake (:mod:`composer.sending.brake`), when the complaints or hard
     bounces recorded against the dispatch since the run started pass ``[send]``'s
-    limits."""
+    limits.
+
+    On a shared store (PostgreSQL) this process joins the dispatch as one of its
+    workers, whoever started it; once it has settled what it claimed, it waits while
+    the others send and takes over what one that is gone left, so that it ends with
+    the dispatch. ``on_progress`` then counts the whole dispatch, read from the store."""
     settings = settings or dispatch_settings(config)
     transport = transport or SmtpTransport.from_settings(config.smtp)
     links = UnsubscribeLinks.from_config(config)
@@ -205,7 +225,7 @@ def send_issue(
 
     with (
         open_store(config.subscribers) as store,
-        _journal(store, top_variant.issue, again=again) as journal,
+        open_journal(store, top_variant.issue, again=again) as journal,
     ):
         if returns is not None:
             # The return paths name the dispatch by its key, known once it is found.
@@ -214,7 +234,8 @@ def send_issue(
                 tier: replace(template, return_path=return_path)
                 for tier, template in templates.items()
             }
-        journal.acquire(segment)
+        lease_seconds = config.send.lease_seconds
+        journal.acquire(segment, lease_seconds=lease_seconds)
         plan = _plan(
             top_variant,
             store,
@@ -226,17 +247,115 @@ def send_issue(
         )
         if on_start is not None:
             on_start(plan)
-        recipients = journal.recipients(
-            segment, retry_failed=retry_failed, include_unknown=include_unknown
-        )
-        brake = ReputationBrake(lambda: store.feedback_counts(journal.key), config.send)
-        try:
-            report = _run(recipients, render, transport, journal, settings, on_progress, brake)
-        except JournalError as exc:
-            raise _stopped_by_journal(exc, journal) from exc
-        journal.release(_describe(report))
+        if journal.shared and on_progress is not None:
+            on_progress = WholeDispatchProgress(journal, on_progress)
+        started = time.monotonic()
+        report = DispatchReport()
+        while True:
+            claims = _claims(
+                journal, segment, retry_failed=retry_failed, include_unknown=include_unknown
+            )
+            brake = ReputationBrake(lambda: store.feedback_counts(journal.key), config.send)
+            lease = journal.lease if journal.shared else None
+            try:
+                run = _run(claims, render, transport, journal, settings, on_progress, brake, lease)
+            except JournalError as exc:
+                raise _stopped_by_journal(exc, journal) from exc
+            report = _merged(report, run, time.monotonic() - started)
+            journal.release(_describe(report), settled=run.stopped is None)
+            if run.stopped is not None or not _left_by_others(journal):
+                break
+            journal.acquire(segment, lease_seconds=lease_seconds)
         status = journal.status()
     return SendResult(plan, report, status)
+
+
+class WholeDispatchProgress:
+    """The progress of a dispatch that several workers send: the outcomes all of them
+    recorded since this one started watching, read from the store at most every
+    :data:`PROGRESS_SECONDS`, passed to ``on_progress`` (called with this process's
+    own counts, which it replaces)."""
+
+    def __init__(self, journal: DispatchJournal, on_progress: Callable[[Progress], None]):
+        self.journal = journal
+        self.on_progress = on_progress
+        self.started = time.monotonic()
+        crew = journal.workers()
+        # Before a new run starts, the rows of the last one are no part of it.
+        self.base = _settled(crew) if any(w.alive for w in crew) else (0, 0, 0)
+        self._next = 0.0
+
+    def __call__(self, _: Progress) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + PROGRESS_SECONDS
+        try:
+            counts = self.read()
+        except StoreError:
+            return  # the next commit's update reads again
+        self.on_progress(counts)
+
+    def read(self) -> Progress:
+        """The whole dispatch's counts since this one started watching."""
+        sent, failed, unknown = (
+            now - then
+            for now, then in zip(_settled(self.journal.workers()), self.base, strict=True)
+        )
+        return Progress(sent=sent, failed=failed, unknown=unknown, started=self.started)
+
+
+def _settled(workers: Iterable[DispatchWorker]) -> tuple[int, int, int]:
+    """The sent, failed and unknown outcomes ``workers`` recorded, all together."""
+    crew = list(workers)
+    return (
+        sum(w.sent for w in crew),
+        sum(w.failed for w in crew),
+        sum(w.unknown for w in crew),
+    )
+
+
+def _claims(
+    journal: DispatchJournal, segment: Segment, *, retry_failed: bool, include_unknown: bool
+) -> Iterator[Recipient]:
+    """The recipients this process claims, a batch at a time, until none is left."""
+    while batch := journal.claim(
+        segment, retry_failed=retry_failed, include_unknown=include_unknown
+    ):
+        yield from batch
+
+
+def _left_by_others(journal: DispatchJournal) -> bool:
+    """Wait while other workers of the dispatch send; True as soon as one that is gone
+    left recipients to take over, False once none sends (or a stop was asked for).
+    Alone (a store without workers) there is never anything to wait for."""
+    if not journal.shared:
+        return False
+    stop = StopRequest()
+    with stop.handling():
+        while not stop.requested:
+            crew = journal.workers()
+            if any(not w.alive and w.unfinished for w in crew):
+                return True
+            if not any(w.alive for w in crew):
+                return False
+            stop.wait(OTHERS_POLL_SECONDS)
+    return False
+
+
+def _merged(before: DispatchReport, run: DispatchReport, elapsed: float) -> DispatchReport:
+    """What the rounds of one process came to: ``before``, then ``run``."""
+    return DispatchReport(
+        sent=before.sent + run.sent,
+        failed=before.failed + run.failed,
+        unknown=before.unknown + run.unknown,
+        deferred=run.deferred,
+        bounced=before.bounced + run.bounced,
+        failures=before.failures + run.failures,
+        stopped=run.stopped,
+        reason=run.reason,
+        elapsed=elapsed,
+    )
 
 
 def addresses_for_test(config: Config, to: Sequence[str] = ()) -> tuple[str, ...]:
@@ -346,7 +465,7 @@ def _refuse_errors(variants: list[ComposedIssue], config: Config) -> None:
         )
 
 
-def _journal(store: SubscriberStore, issue: Issue, *, again: bool) -> DispatchJournal:
+def open_journal(store: SubscriberStore, issue: Issue, *, again: bool) -> DispatchJournal:
     """The delivery record that sending ``issue`` continues or starts; content already
     sent under another key raises :class:`AlreadyDispatched` unless ``again``."""
     identity = IssueIdentity.of(issue)
@@ -422,6 +541,7 @@ def _run(
     settings: DispatchSettings,
     on_progress: Callable[[Progress], None] | None,
     brake: Brake | None = None,
+    lease: Callable[[], Lease] | None = None,
 ) -> DispatchReport:
     async def main() -> DispatchReport:
         stop = asyncio.Event()
@@ -444,6 +564,7 @@ def _run(
                 stop=stop,
                 on_progress=on_progress,
                 brake=brake,
+                lease=lease,
             )
         finally:
             for signum, previous in handled.items():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import socket
 import threading
 import time
@@ -26,13 +25,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from types import FrameType
 
 from composer.composing.load import load_issue
 from composer.config import Config
 from composer.errors import NewsletterError, ScheduleError, StoreBusy, StoreError
 from composer.sending.schedule import describe_moment, issue_file
 from composer.sending.send import SendPlan, SendResult, send_issue
+from composer.sending.stop import StopRequest
 from composer.store import SubscriberStore, open_store
 from composer.store.deliveries import IssueIdentity
 from composer.store.schedules import (
@@ -49,24 +48,6 @@ from composer.store.schedules import (
 Log = Callable[[str], None]
 
 
-class StopRequest:
-    """Set by SIGTERM or SIGINT while the worker waits or prepares a dispatch (during one,
-    the dispatch's own handlers stop it after the messages in flight). A plain flag: a
-    signal handler must not take a lock the interrupted code may hold."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until a stop is requested (checked every 0.1 s)."""
-        deadline = time.monotonic() + seconds
-        while not self.requested and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
-
-
 class _Stopping(Exception):
     """A stop was requested after the dispatch was prepared, before its first message."""
 
@@ -75,8 +56,7 @@ def run_worker(config: Config, *, poll_seconds: float, log: Log) -> None:
     """Start due dispatches until SIGTERM or SIGINT, looking at the schedules every
     ``poll_seconds``."""
     stop = StopRequest()
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop.handling():
         store = _open_when_free(config, poll_seconds, stop, log)
         if store is None:
             return
@@ -90,9 +70,6 @@ def run_worker(config: Config, *, poll_seconds: float, log: Log) -> None:
                 if not worker.start_next():
                     stop.wait(poll_seconds)
         log(f"worker {os.getpid()}: stopped")
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _open_when_free(

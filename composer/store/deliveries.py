@@ -5,9 +5,15 @@ where their copy is; no delivery means not yet attempted. A dispatch records
 ``sending`` (with the copy's Message-ID) before the SMTP transaction and ``sent``
 only after the server's 250 to the final dot, durably, so that a rerun re-sends
 exactly those :func:`still_to_send` says. The journal of one issue
-(:class:`DispatchJournal`) also holds the lock that lets one process at a time send
-that issue; a lock whose holder stopped refreshing it for :data:`LOCK_STALE_SECONDS`,
-or whose process on this machine is gone, is taken over (:func:`lock_is_stale`).
+(:class:`DispatchJournal`) also says who sends it. On a store that one process at a
+time writes (SQLite), a lock lets one process at a time send that issue; a lock whose
+holder stopped refreshing it for :data:`LOCK_STALE_SECONDS`, or whose process on this
+machine is gone, is taken over (:func:`lock_is_stale`). On a shared store
+(PostgreSQL) several processes, on any machines, send one dispatch together as its
+workers (:class:`DispatchWorker`): each claims the recipients still to send a batch at
+a time under a lease its heartbeat renews, and the batches of a worker that is gone
+(its session ended, or its lease ran out) are claimed by the others, whose rules
+(:func:`still_to_send`) re-send what it left in flight.
 
 A dispatch is keyed by what renaming its file does not change (:class:`IssueIdentity`):
 the issue's ``id``, else a digest of its content. Sending an issue continues the
@@ -45,6 +51,14 @@ MAY_HAVE_ARRIVED: tuple[State, ...] = ("sent", "bounced", "complained", "unknown
 # that often, even when it is only waiting to retry.
 LOCK_STALE_SECONDS = 300.0
 HEARTBEAT_SECONDS = 2.0
+# Recipients a worker of a shared dispatch claims at a time: small, so that a worker that
+# dies leaves little for the others to take over, and a claim is one short query.
+CLAIM_BATCH = 200
+
+# Where one worker of a shared dispatch is: sending; done (every recipient it claimed is
+# settled); stopped (Ctrl-C, a pause: the others take over what it left); gone (its
+# session ended or its lease ran out while it was sending).
+WorkerState = Literal["sending", "done", "stopped", "gone"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,11 +132,36 @@ class TracedDelivery:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DispatchWorker:
+    """One process of the latest run of a shared dispatch, as recorded: how many
+    recipients it claimed, the final outcomes it recorded, its last heartbeat (by the
+    store's clock), and whether it is ``alive`` (sending, its session open and its
+    lease running); ``unfinished`` counts its batches not yet done."""
+
+    host: str
+    pid: int
+    state: WorkerState
+    alive: bool
+    claimed: int
+    sent: int
+    failed: int
+    unknown: int
+    unfinished: int
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+
+    @property
+    def settled(self) -> int:
+        """Its recipients that reached a final outcome."""
+        return self.sent + self.failed + self.unknown
+
+
+@dataclass(frozen=True, kw_only=True)
 class DispatchStatus:
     """Where a dispatch stands: counts per state, how many active subscribers of its
     segment have no delivery yet, and every copy not delivered (deferred, failed or of
-    unknown outcome) with the server's reply. What ``send`` and ``status`` both show;
-    ``issue`` is the journal's name."""
+    unknown outcome) with the server's reply; on a shared store, the ``workers`` of its
+    latest run. What ``send`` and ``status`` both show; ``issue`` is the journal's name."""
 
     issue: str
     segment: Segment | None
@@ -131,6 +170,7 @@ class DispatchStatus:
     failures: list[Delivery]
     last_result: str
     running: bool
+    workers: tuple[DispatchWorker, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,23 +232,61 @@ class LockHolder:
     heartbeat_at: float  # time.time() of its last refresh
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A worker's standing in its dispatch, as last heard by its heartbeat: how many
+    workers send it now, this one included, and why this one's claims may have been
+    taken over ("" while they are its own)."""
+
+    workers: int = 1
+    lost: str = ""
+
+
 class DispatchJournal(Protocol):
-    """The delivery record of one issue and its dispatch lock. Writes commit before
-    they return; :meth:`record` may be called from one other thread at a time.
-    ``key`` is the dispatch's key; ``name`` what messages call it (the issue's file
-    name when the journal was opened for one, else the key)."""
+    """The delivery record of one issue and who sends it. Writes commit before they
+    return; :meth:`record` may be called from one other thread at a time. ``key`` is
+    the dispatch's key; ``name`` what messages call it (the issue's file name when the
+    journal was opened for one, else the key); ``shared`` whether several processes
+    send it together (a PostgreSQL list)."""
 
     key: str
     name: str
+    shared: bool
 
-    def acquire(self, segment: Segment) -> None:
-        """Take this issue's dispatch lock for a run to ``segment``, or raise
-        :class:`composer.errors.DispatchLocked` naming the live holder."""
+    def acquire(self, segment: Segment, *, lease_seconds: float = 30.0) -> None:
+        """Take part in this issue's dispatch to ``segment``. Alone on a store that one
+        process writes at a time: take its lock, or raise
+        :class:`composer.errors.DispatchLocked` naming the live holder. On a shared
+        store: join its workers (the first starts a new run; a worker already joined
+        before takes part again), whose claims outlive their heartbeat by
+        ``lease_seconds``; DispatchLocked when the live workers send another segment."""
 
-    def release(self, result: str = "") -> None:
-        """Give the lock back, noting how the run ended; raise
-        :class:`composer.errors.JournalError` when it cannot (the lock is then taken
-        over once this process has ended). Either way this journal no longer holds it."""
+    def release(self, result: str = "", *, settled: bool = False) -> None:
+        """Stop taking part, noting how the run ended; ``settled``: every recipient this
+        process claimed reached an outcome (else, on a shared store, the other workers
+        take over what it left). Raise :class:`composer.errors.JournalError` when it
+        cannot (the lock is then taken over once this process has ended); either way
+        this journal no longer takes part."""
+
+    def claim(
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        batch: int = CLAIM_BATCH,
+    ) -> list[Recipient]:
+        """The next recipients :func:`still_to_send` keeps that this process alone may
+        send, in insertion order: the next page (alone), or up to ``batch`` under this
+        worker's lease, taking over first a batch left by a worker that is gone.
+        Empty: none left to claim now."""
+
+    def lease(self) -> Lease:
+        """This worker's standing as last heard, without asking the store: cheap enough
+        to ask before every message."""
+
+    def workers(self) -> list[DispatchWorker]:
+        """The workers of this dispatch's latest run on a shared store (none alone)."""
 
     def recipients(
         self,

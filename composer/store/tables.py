@@ -161,8 +161,9 @@ TABLES: tuple[Table, ...] = (
         moments=frozenset({"next_attempt_at", "created_at", "updated_at"}),
     ),
 )
-# Tables a store keeps that are no part of the list to copy.
-NOT_COPIED = frozenset({"dispatch_locks", "schema_version"})
+# Tables a store keeps that are no part of the list to copy: who sends a dispatch now
+# belongs to the processes using the source.
+NOT_COPIED = frozenset({"dispatch_locks", "dispatch_workers", "dispatch_batches", "schema_version"})
 
 
 def to_send_condition(

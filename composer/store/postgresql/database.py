@@ -115,7 +115,7 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
         heartbeat_at DOUBLE PRECISION NOT NULL
     );
     """,
-    # 2 (pg2): scheduled dispatches (composer.store.schedules), as SQLite's step 6: the
+    # 2: scheduled dispatches (composer.store.schedules), as SQLite's step 6: the
     # issue file and what it held when scheduled, the segment, the time, the state, and
     # the worker that started it (its claim: a token, host, pid, start and last refresh).
     """
@@ -142,7 +142,7 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
     );
     CREATE INDEX schedules_by_state ON schedules (state, due_at);
     """,
-    # 3 (pg2): what came back after a send (composer.store.feedback), as SQLite's step 7:
+    # 3: what came back after a send (composer.store.feedback), as SQLite's step 7:
     # every bounce and complaint once per (source, event_id), with the reader and
     # dispatch it matched (NULL: none) and what it did; and the deliveries of each
     # reader, which a report naming its reader is matched among.
@@ -168,7 +168,7 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
     CREATE INDEX feedback_by_subscriber ON feedback (subscriber_id, kind, recorded_at);
     CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id, updated_at);
     """,
-    # 4 (pg2): the suppressions erasures leave (composer.store.personal), as SQLite's
+    # 4: the suppressions erasures leave (composer.store.personal), as SQLite's
     # step 8: a one-way digest of each erased reader's address key, and when it was made.
     """
     CREATE TABLE suppressions (
@@ -176,7 +176,7 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
         created_at TIMESTAMPTZ NOT NULL
     );
     """,
-    # 5 (a-sub): readers who signed up on `serve` and have not confirmed yet (status
+    # 5: readers who signed up on `serve` and have not confirmed yet (status
     # 'pending'), and the queue of the mail a signup calls for, as SQLite's step 9.
     # PostgreSQL widens the CHECK in place (its name is the one CREATE TABLE gave it).
     """
@@ -199,6 +199,36 @@ MIGRATIONS: tuple[str | Callable[[Connection], str], ...] = (
     );
     CREATE INDEX mail_queue_due ON mail_queue (state, next_attempt_at);
     CREATE INDEX mail_queue_by_key ON mail_queue (key, kind, created_at);
+    """,
+    # 6: the workers of a dispatch that several processes send together
+    # (composer.store.postgresql.workers): each one's host, pid, state, lease and
+    # heartbeat (seconds by the server's clock) and counts; and the batches of
+    # recipients each claimed, a range of subscriber ids, done once all are settled.
+    """
+    CREATE TABLE dispatch_workers (
+        issue TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('sending', 'done', 'stopped', 'gone')),
+        lease_seconds DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL,
+        claimed BIGINT NOT NULL DEFAULT 0,
+        sent BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0,
+        unknown BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (issue, worker)
+    );
+    CREATE TABLE dispatch_batches (
+        issue TEXT NOT NULL,
+        first_id BIGINT NOT NULL,
+        last_id BIGINT NOT NULL,
+        worker TEXT NOT NULL,
+        done BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (issue, first_id)
+    );
+    CREATE INDEX dispatch_batches_unfinished ON dispatch_batches (issue, worker) WHERE NOT done;
     """,
 )
 

@@ -1,49 +1,42 @@
-"""The delivery record of each issue on the PostgreSQL server (tables ``deliveries``,
-``dispatches`` and ``dispatch_locks``), by the rules of :mod:`composer.store.deliveries`.
+"""The delivery record of each issue on the PostgreSQL server (tables ``deliveries``
+and ``dispatches``), by the rules of :mod:`composer.store.deliveries`.
 
 The twin of :mod:`composer.store.sqlite.deliveries`. Writes go through a connection
 of their own that the dispatcher's journal thread uses; each group commit sends its
-upserts in one pipeline (psycopg's ``executemany``), one round trip to the server
-whatever its size. Reads use another connection, a page at a time.
+upserts as one query string, one round trip to the server whatever its size. Reads
+and claims use another connection, on the caller's thread.
 
-The dispatch lock is a row of ``dispatch_locks`` naming its holder's host, pid and
-heartbeat, as in SQLite, so that ``status`` on any machine sees who holds it and a
-holder on a machine that vanished is taken over once its heartbeat is stale. The
-holder also keeps a session advisory lock on its write connection: the server drops
-it the moment that connection ends, so a holder that died where its pid cannot be
-checked (another machine) is taken over at once, without waiting out the heartbeat.
+Where SQLite lets one process at a time send an issue, here several processes on any
+machines send it together as its workers: who they are, what each claimed and its
+lease are :mod:`composer.store.postgresql.workers`'.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, cast
 
 import psycopg
 
-from composer.errors import DispatchLocked, JournalError, StoreError
+from composer.errors import JournalError, StoreError
 from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
-    HEARTBEAT_SECONDS,
+    CLAIM_BATCH,
     MAY_HAVE_ARRIVED,
     STATES,
     Delivery,
     DispatchRecord,
     DispatchStatus,
+    DispatchWorker,
     IssueIdentity,
-    LockHolder,
+    Lease,
     Outcome,
     Recipient,
     State,
     TracedDelivery,
     bounce_reason,
-    lock_is_stale,
 )
 from composer.store.postgresql.database import (
     Connection,
@@ -53,6 +46,7 @@ from composer.store.postgresql.database import (
     write_transaction,
 )
 from composer.store.postgresql.rows import bounced, subscriber_from_row
+from composer.store.postgresql.workers import DispatchWorkers
 from composer.store.tables import DELIVERY_COLUMNS, SUBSCRIBER_COLUMNS, to_send_condition
 
 # One statement writes a whole round of outcomes (at most one per reader), a row of
@@ -76,16 +70,14 @@ WHERE deliveries.state NOT IN ('bounced', 'complained')
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _DELIVERY_SELECT = ", ".join(f"d.{name}" for name in DELIVERY_COLUMNS)
 _SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
-# Advisory locks, each a class and the hash of the dispatch's key: the one a holder keeps
-# while it sends, and the one processes taking the lock take turns under.
-_DISPATCH_LOCKS = 0x6E64  # "nd"
-_ACQUIRING = 0x6E61  # "na"
 
 
 class PostgresDispatchJournal:
     """:class:`composer.store.deliveries.DispatchJournal` of one issue; opened by
     :meth:`PostgresSubscriberStore.deliveries`, which has brought the schema up to date.
-    ``identity``, when given, is recorded with the dispatch when the lock is taken."""
+    ``identity``, when given, is recorded with the dispatch when a worker joins it."""
+
+    shared = True
 
     def __init__(
         self, url: str, password_env: str, key: str, identity: IssueIdentity | None = None
@@ -94,9 +86,7 @@ class PostgresDispatchJournal:
         self.key = key
         self.identity = identity
         self.name = identity.slug if identity else key
-        self.owner = uuid.uuid4().hex
-        self._locked = False
-        self._last_heartbeat = 0.0
+        self._workers = DispatchWorkers(url, password_env, key)
         self._db = connect(url, password_env, application="newsletter journal")
         try:
             self._reads = connect(url, password_env)
@@ -116,89 +106,94 @@ class PostgresDispatchJournal:
         self.close()
 
     def close(self) -> None:
-        """Release the lock if held, then the connections (which ends the advisory lock)."""
+        """Stop taking part if this process does, then close the connections."""
         try:
-            if self._locked:
+            if self._workers.joined:
                 self.release()
         finally:
+            self._workers.stop_heartbeat()
             self._db.close()
             self._reads.close()
 
-    def acquire(self, segment: Segment) -> None:
-        """Take this issue's dispatch lock, or raise :class:`DispatchLocked`."""
-        now_ = time.time()
-        host = socket.gethostname()
+    def acquire(self, segment: Segment, *, lease_seconds: float = 30.0) -> None:
+        """Join this issue's dispatch as one of its workers (:mod:`.workers`), recording
+        it as run now; :class:`~composer.errors.DispatchLocked` when the live workers
+        send another segment."""
         outcome = "the dispatch did not start and nothing was sent: run the same command again"
         try:
-            with write_transaction(self._db, self.url, outcome):
-                # Two processes acquiring at once take turns here.
-                self._db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_ACQUIRING, self.key)
-                )
-                self._take_lock(segment, host, now_)
-        except StoreError as exc:
-            raise JournalError(exc.message) from exc
-        self._locked = True
-        self._last_heartbeat = now_
+            self._workers.start_heartbeat(lease_seconds)
+            with write_transaction(self._reads, self.url, outcome):
+                self._workers.join(self._reads, segment, self.name)
+                self._record_run(segment)
+        except BaseException as exc:
+            self._workers.stop_heartbeat()
+            if isinstance(exc, StoreError) and not isinstance(exc, JournalError):
+                raise JournalError(exc.message) from exc
+            raise
+        self._workers.joined_now()
 
-    def _take_lock(self, segment: Segment, host: str, now_: float) -> None:
-        """Inside the caller's transaction: refuse a live holder, then record this
-        process as the holder and the dispatch as run now."""
-        holder = self._holder(self._db)
-        # Held for the whole session; free only when no live connection holds it.
-        row = self._db.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_DISPATCH_LOCKS, self.key)
-        ).fetchone()
-        session_lock = bool(row and row[0])
-        if holder is not None and not session_lock and not lock_is_stale(holder, now_, host):
-            raise DispatchLocked(
-                f"{self.name} is already being sent by process {holder.pid} on"
-                f" {holder.host}; wait for it to finish (or stop it), then run the same"
-                " command again"
-            )
-        self._db.execute(
-            "INSERT INTO dispatch_locks (issue, owner, host, pid, heartbeat_at)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (issue) DO UPDATE SET"
-            " owner = excluded.owner, host = excluded.host, pid = excluded.pid,"
-            " heartbeat_at = excluded.heartbeat_at",
-            (self.key, self.owner, host, os.getpid(), now_),
-        )
+    def _record_run(self, segment: Segment) -> None:
+        """Inside the caller's transaction: the dispatch, run now, of this identity."""
         stamp = now()
-        self._db.execute(
+        self._reads.execute(
             "INSERT INTO dispatches (issue, segment, started_at, last_run_at, slug) VALUES"
             " (%s, %s, %s, %s, %s) ON CONFLICT (issue) DO UPDATE SET"
             " segment = excluded.segment, last_run_at = excluded.last_run_at",
             (self.key, segment, stamp, stamp, self.key),
         )
         if self.identity is not None:
-            self._db.execute(
+            self._reads.execute(
                 "UPDATE dispatches SET slug = %s, issue_id = %s, content_digest = %s"
                 " WHERE issue = %s",
                 (self.identity.slug, self.identity.id or None, self.identity.content, self.key),
             )
 
-    def release(self, result: str = "") -> None:
-        """Give the lock back, noting how the run ended; tried once (a lock that cannot
-        be deleted goes stale when this process ends)."""
-        self._locked = False
+    def release(self, result: str = "", *, settled: bool = False) -> None:
+        """Leave the dispatch: done when every recipient it claimed is ``settled``, else
+        stopped, leaving its unsettled claims to the other workers. The last worker
+        sending notes ``result`` as the dispatch's. Tried once (a worker that cannot
+        record it is gone once this process ends)."""
         outcome = (
-            f"the dispatch lock of {self.key} was not released: it is free once this"
-            " process has ended"
+            f"this worker of {self.key} could not record that it left: the others take"
+            " over what it claimed once this process has ended"
         )
         try:
-            with write_transaction(self._db, self.url, outcome):
-                self._db.execute(
-                    "DELETE FROM dispatch_locks WHERE issue = %s AND owner = %s",
-                    (self.key, self.owner),
-                )
+            with write_transaction(self._reads, self.url, outcome):
+                self._workers.leave(self._reads, finished=settled)
                 if result:
-                    self._db.execute(
-                        "UPDATE dispatches SET last_result = %s WHERE issue = %s",
-                        (result, self.key),
+                    self._reads.execute(
+                        "UPDATE dispatches SET last_result = %s WHERE issue = %s AND NOT EXISTS"
+                        " (SELECT 1 FROM dispatch_workers WHERE issue = %s AND state = 'sending')",
+                        (result, self.key, self.key),
                     )
-                self._db.execute("SELECT pg_advisory_unlock_all()")
         except StoreError as exc:
             raise JournalError(exc.message) from exc
+        finally:
+            self._workers.stop_heartbeat()
+
+    def claim(
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        batch: int = CLAIM_BATCH,
+    ) -> list[Recipient]:
+        """Up to ``batch`` recipients still to send, this worker's alone under its lease."""
+        where, params = to_send_condition(
+            segment, retry_failed=retry_failed, include_unknown=include_unknown, mark="%s"
+        )
+        with errors_translated(self.url):
+            return self._workers.claim(self._reads, where, params, batch)
+
+    def lease(self) -> Lease:
+        """This worker's standing, as its heartbeat last heard."""
+        return self._workers.lease()
+
+    def workers(self) -> list[DispatchWorker]:
+        """The workers of this dispatch's latest run."""
+        with errors_translated(self.url):
+            return self._workers.listed(self._reads)
 
     def recipients(
         self,
@@ -253,7 +248,9 @@ class PostgresDispatchJournal:
         rounds: list[list[tuple[object, ...]]] = []
         seen: dict[int, int] = {}
         bounces: list[tuple[str, str]] = []
+        states: list[State] = []
         for outcome in outcomes:
+            states.append(outcome.state)
             recipient = outcome.recipient
             sid = recipient.journal_id
             number = seen[sid] = seen.get(sid, -1) + 1
@@ -283,14 +280,8 @@ class PostgresDispatchJournal:
         ]
         if bounces:
             statements.append(bounced(bounces))
-        now_ = time.time()
-        if self._locked and now_ - self._last_heartbeat > HEARTBEAT_SECONDS:
-            statements.append(
-                (
-                    "UPDATE dispatch_locks SET heartbeat_at = %s WHERE issue = %s AND owner = %s",
-                    (now_, self.key, self.owner),
-                )
-            )
+        if counted := self._workers.counted(states):
+            statements.append(counted)
         try:
             with errors_translated(
                 self.url, "the outcomes since the last commit were not recorded"
@@ -303,8 +294,6 @@ class PostgresDispatchJournal:
                 )
         except StoreError as exc:
             raise JournalError(exc.message) from exc
-        if len(statements) > len(rounds) + bool(bounces):
-            self._last_heartbeat = now_
 
     def status(self) -> DispatchStatus:
         """Counts, what is left, and the failures of this issue's dispatch."""
@@ -338,6 +327,7 @@ class PostgresDispatchJournal:
                 (self.key,),
             )
         ]
+        workers = self._workers.listed(self._reads)
         return DispatchStatus(
             issue=self.name,
             segment=segment,
@@ -345,27 +335,9 @@ class PostgresDispatchJournal:
             not_attempted=not_attempted,
             failures=failures,
             last_result=row[1] if row else "",
-            running=self._running(),
+            running=any(worker.alive for worker in workers),
+            workers=tuple(workers),
         )
-
-    def _running(self) -> bool:
-        """Whether a live process holds the lock, by the rules :meth:`acquire` applies."""
-        holder = self._holder(self._reads)
-        if holder is None or self._locked:
-            return holder is not None
-        with self._reads.transaction():
-            row = self._reads.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_DISPATCH_LOCKS, self.key)
-            ).fetchone()
-        if row and row[0]:
-            return False  # no live connection holds it: the holder has ended
-        return not lock_is_stale(holder, time.time(), socket.gethostname())
-
-    def _holder(self, db: Connection) -> LockHolder | None:
-        row = db.execute(
-            "SELECT host, pid, heartbeat_at FROM dispatch_locks WHERE issue = %s", (self.key,)
-        ).fetchone()
-        return LockHolder(host=row[0], pid=row[1], heartbeat_at=row[2]) if row else None
 
 
 def find_dispatches(db: Connection, issue: IssueIdentity) -> list[DispatchRecord]:

@@ -18,7 +18,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from itertools import groupby
+from itertools import groupby, islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -27,13 +27,16 @@ from composer.errors import DispatchLocked, JournalError, StoreBusy
 from composer.model import Tier
 from composer.store import Segment, segment_tiers
 from composer.store.deliveries import (
+    CLAIM_BATCH,
     HEARTBEAT_SECONDS,
     MAY_HAVE_ARRIVED,
     STATES,
     Delivery,
     DispatchRecord,
     DispatchStatus,
+    DispatchWorker,
     IssueIdentity,
+    Lease,
     LockHolder,
     Outcome,
     Recipient,
@@ -79,7 +82,10 @@ _SUBSCRIBER_SELECT = ", ".join(f"s.{name}" for name in SUBSCRIBER_COLUMNS)
 class SqliteDispatchJournal:
     """:class:`composer.store.deliveries.DispatchJournal` of one issue; opened by
     :meth:`SqliteSubscriberStore.deliveries`, which has brought the schema up to date.
-    ``identity``, when given, is recorded with the dispatch when the lock is taken."""
+    ``identity``, when given, is recorded with the dispatch when the lock is taken.
+    One process at a time sends a dispatch here: the lock says which."""
+
+    shared = False
 
     def __init__(self, path: Path, key: str, identity: IssueIdentity | None = None) -> None:
         self.path = path
@@ -89,6 +95,7 @@ class SqliteDispatchJournal:
         self.owner = uuid.uuid4().hex
         self._locked = False
         self._last_heartbeat = 0.0
+        self._claims: Iterator[Recipient] | None = None
         self._db = connect(path, busy_timeout_ms=BUSY_TIMEOUT_MS, any_thread=True)
         try:
             self._reads = connect(path, busy_timeout_ms=BUSY_TIMEOUT_MS)
@@ -116,8 +123,9 @@ class SqliteDispatchJournal:
             self._db.close()
             self._reads.close()
 
-    def acquire(self, segment: Segment) -> None:
-        """Take this issue's dispatch lock, or raise :class:`DispatchLocked`."""
+    def acquire(self, segment: Segment, *, lease_seconds: float = 30.0) -> None:
+        """Take this issue's dispatch lock, or raise :class:`DispatchLocked`; the lock
+        is its own lease (``lease_seconds`` has no use here)."""
         now = time.time()
         host = socket.gethostname()
         try:
@@ -164,9 +172,10 @@ class SqliteDispatchJournal:
                 ),
             )
 
-    def release(self, result: str = "") -> None:
+    def release(self, result: str = "", *, settled: bool = False) -> None:
         """Give the lock back, noting how the run ended; tried once (a lock that cannot
-        be deleted goes stale when this process ends)."""
+        be deleted goes stale when this process ends). Whether the run ``settled`` all
+        it took matters to no one else here: the next run reads what is left."""
         self._locked = False
         outcome = (
             f"the dispatch lock of {self.key} was not released: it is free once this"
@@ -220,6 +229,30 @@ class SqliteDispatchJournal:
             if len(rows) < page_size:
                 return
             last = rows[-1][0]
+
+    def claim(
+        self,
+        segment: Segment,
+        *,
+        retry_failed: bool = False,
+        include_unknown: bool = False,
+        batch: int = CLAIM_BATCH,
+    ) -> list[Recipient]:
+        """The next ``batch`` of :meth:`recipients`: the lock makes them this process's
+        alone, so a claim is the next stretch of one stream read a page at a time."""
+        if self._claims is None:
+            self._claims = self.recipients(
+                segment, retry_failed=retry_failed, include_unknown=include_unknown
+            )
+        return list(islice(self._claims, batch))
+
+    def lease(self) -> Lease:
+        """Alone, with the lock: no one else to share the pace with or lose claims to."""
+        return Lease()
+
+    def workers(self) -> list[DispatchWorker]:
+        """None: one process sends a dispatch here, and the lock names it."""
+        return []
 
     def count_to_send(
         self, segment: Segment, *, retry_failed: bool = False, include_unknown: bool = False
