@@ -70,6 +70,17 @@ def folder_option(name: str, dest: str, default: str, help: str) -> Callable[[F]
     )
 
 
+def segment_option(command: F) -> F:
+    """The ``--segment free|paid|all`` option of the commands that send to the list."""
+    return click.option(
+        "--segment",
+        type=click.Choice(SEGMENTS),
+        default="all",
+        show_default=True,
+        help="Which subscribers: free ones get the free edition, paid ones the full issue.",
+    )(command)
+
+
 def as_segment(value: str) -> Segment:
     """The segment click has already checked against ``--segment``'s choices."""
     if value not in SEGMENTS:

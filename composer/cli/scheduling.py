@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from composer.cli.options import SEGMENTS, as_segment, config_option
+from composer.cli.options import as_segment, config_option, segment_option
 
 
 @click.command()
@@ -21,13 +21,7 @@ from composer.cli.options import SEGMENTS, as_segment, config_option
     metavar="ISO-TIME",
     help="When to send, with its UTC offset: 2024-05-03T07:00+02:00 (Z for UTC).",
 )
-@click.option(
-    "--segment",
-    type=click.Choice(SEGMENTS),
-    default="all",
-    show_default=True,
-    help="Which subscribers: free ones get the free edition, paid ones the full issue.",
-)
+@segment_option
 @click.option(
     "--skip-check",
     is_flag=True,

@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 
 from composer.cli.options import (
-    SEGMENTS,
     as_segment,
     as_tier,
     config_option,
     folder_option,
     issue_argument,
     port_option,
+    segment_option,
     tier_option,
 )
 
@@ -65,13 +65,7 @@ def send_test_command(
 
 @click.command()
 @issue_argument
-@click.option(
-    "--segment",
-    type=click.Choice(SEGMENTS),
-    default="all",
-    show_default=True,
-    help="Which subscribers: free ones get the free edition, paid ones the full issue.",
-)
+@segment_option
 @click.option("--dry-run", is_flag=True, help="Compose and count; send nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="SMTP connections at once.")
