@@ -44,7 +44,7 @@ def main() -> None:
 
     from composer.bounces.fetch import fetch_bounces
     from composer.bounces.mailbox import MaildirMailbox
-    from composer.config import SubscriberSettings
+    from composer.config import subscriber_settings
     from composer.returnpath import ReturnPaths
     from composer.store import NewSubscriber, open_store
     from composer.store.deliveries import Outcome, Recipient
@@ -55,7 +55,8 @@ def main() -> None:
     dispatch = paths.for_dispatch("id:bench")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        settings = SubscriberSettings(database=root / "bench.db")
+        settings = subscriber_settings("bench.db", root)
+        assert not isinstance(settings, str), settings
         with open_store(settings) as store:
             store.import_many(
                 NewSubscriber(
