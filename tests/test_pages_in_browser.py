@@ -4,6 +4,7 @@ their subscription from the link in a real email sent through aiosmtpd."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import threading
@@ -16,6 +17,7 @@ import uvicorn
 from playwright.sync_api import Browser, Page
 
 from composer.config import Config, load_config
+from composer.confirm_links import ConfirmLinks
 from composer.reader_links import ReaderLinks
 from composer.store import NewSubscriber, open_store
 from composer.unsubscribe import UnsubscribeLinks
@@ -88,6 +90,13 @@ PAGES: dict[str, Callable[[Page, Service], None]] = {
     "manage invalid": path("/manage?token=nope"),
     "manage gone": reader("nobody@example.com", "manage"),
     "missing": path("/issues/nope"),
+    "subscribe": path("/subscribe?email=new@example.com"),
+    "confirm": lambda page, service: page.goto(
+        ConfirmLinks.from_config(service.config).url(
+            "new@example.com", "new@example.com", dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        )
+    ),
+    "confirm invalid": path("/confirm?token=nope"),
 }
 
 LAYOUT = """() => ({scrollWidth: document.documentElement.scrollWidth,
