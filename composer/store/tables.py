@@ -9,10 +9,20 @@ and ``boolean`` in PostgreSQL) is its own business.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from composer.errors import StoreError
-from composer.store import Segment, segment_tiers
+from composer.store import (
+    Change,
+    NewSubscriber,
+    Segment,
+    Subscriber,
+    classify,
+    segment_tiers,
+)
 from composer.store.deliveries import STATES, still_to_send
 
 
@@ -40,6 +50,75 @@ SUBSCRIBER_COLUMNS = (
     "status_reason",
 )
 SUBSCRIBER_SELECT = ", ".join(SUBSCRIBER_COLUMNS)
+# One row of a save or an import: the row as it was (None: new), as given, what it does.
+Step = tuple[Subscriber | None, NewSubscriber, Change]
+Moment = TypeVar("Moment")
+
+
+def import_steps(
+    fresh: dict[str, NewSubscriber],
+    existing: dict[str, Subscriber],
+    suppressed: set[str],
+    counts: dict[str, int],
+) -> list[Step]:
+    """What each of a batch's ``fresh`` rows does to the list (``existing``: the rows
+    already there by key; ``suppressed``: the keys of erased readers, skipped), counted
+    into ``counts``."""
+    steps = []
+    for key, new in fresh.items():
+        if key in suppressed:
+            counts["suppressed"] += 1
+            continue
+        old = existing.get(key)
+        change = classify(old, new, resubscribe=False)
+        counts[change] += 1
+        steps.append((old, new, change))
+    return steps
+
+
+def subscriber_writes(
+    steps: Iterable[Step], reason: str, stamp: Moment, moment: Callable[[dt.datetime], Moment]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The values of the INSERTs (columns email, key, name, tier, tags, status,
+    status_changed_at, status_reason, created_at) and UPDATEs (name, tier, tags, status,
+    status_changed_at, status_reason, then the key) that ``steps`` make, with ``stamp``
+    the time now and ``moment`` a time, as the backend stores them: what a value left
+    out keeps, and a status that does not move keeps its date and reason."""
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    for old, new, change in steps:
+        changed_at = moment(new.status_changed_at) if new.status_changed_at else stamp
+        why = new.status_reason or reason
+        if old is None:
+            inserts.append(
+                (
+                    new.email,
+                    new.key,
+                    new.name or "",
+                    new.tier or "free",
+                    ";".join(new.tags or ()),
+                    new.status,
+                    changed_at,
+                    why,
+                    stamp,
+                )
+            )
+        elif change in ("updated", "resubscribed"):
+            status_moves = new.status != old.status
+            updates.append(
+                (
+                    old.name if new.name is None else new.name,
+                    old.tier if new.tier is None else new.tier,
+                    ";".join(old.tags if new.tags is None else new.tags),
+                    new.status,
+                    changed_at if status_moves else moment(old.status_changed_at),
+                    why if status_moves else old.status_reason,
+                    new.key,
+                )
+            )
+    return inserts, updates
+
+
 DELIVERY_COLUMNS = (
     "issue",
     "subscriber_id",

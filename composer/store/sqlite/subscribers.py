@@ -59,6 +59,7 @@ from composer.store.sqlite.feedback import feedback_counts, recent_feedback, rec
 from composer.store.sqlite.rows import SUBSCRIBER_SELECT, subscriber_from_row
 from composer.store.sqlite.schedules import SqliteScheduleBook
 from composer.store.sqlite.tables import TableRows
+from composer.store.tables import Step, import_steps, subscriber_writes
 
 if TYPE_CHECKING:
     from composer.store.deliveries import DispatchRecord, IssueIdentity, TracedDelivery
@@ -188,53 +189,10 @@ class SqliteSubscriberStore(TableRows):
             )
         }
         suppressed = self._suppressed([key for key in fresh if key not in existing])
-        plan = []
-        for key, new in fresh.items():
-            if key in suppressed:
-                counts["suppressed"] += 1
-                continue
-            old = existing.get(key)
-            change = classify(old, new, resubscribe=False)
-            counts[change] += 1
-            plan.append((old, new, change))
-        self._apply(plan, "imported")
+        self._apply(import_steps(fresh, existing, suppressed, counts), "imported")
 
-    def _apply(
-        self, plan: Iterable[tuple[Subscriber | None, NewSubscriber, Change]], reason: str
-    ) -> None:
-        now = now_text()
-        inserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for old, new, change in plan:
-            changed_at = moment_text(new.status_changed_at) if new.status_changed_at else now
-            why = new.status_reason or reason
-            if old is None:
-                inserts.append(
-                    (
-                        new.email,
-                        new.key,
-                        new.name or "",
-                        new.tier or "free",
-                        ";".join(new.tags or ()),
-                        new.status,
-                        changed_at,
-                        why,
-                        now,
-                    )
-                )
-            elif change in ("updated", "resubscribed"):
-                status_moves = new.status != old.status
-                updates.append(
-                    (
-                        old.name if new.name is None else new.name,
-                        old.tier if new.tier is None else new.tier,
-                        ";".join(old.tags if new.tags is None else new.tags),
-                        new.status,
-                        changed_at if status_moves else moment_text(old.status_changed_at),
-                        why if status_moves else old.status_reason,
-                        new.key,
-                    )
-                )
+    def _apply(self, steps: Iterable[Step], reason: str) -> None:
+        inserts, updates = subscriber_writes(steps, reason, now_text(), moment_text)
         self._db.executemany(_INSERT, inserts)
         self._db.executemany(_UPDATE, updates)
 
